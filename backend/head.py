@@ -1,0 +1,165 @@
+"""The head every other part of Thunder uses: `load_head("builtin")` or `load_head("path/to/flame.pkl")`.
+
+`Head` is a thin torch module: it holds a head's buffers and calls `backend.lbs.lbs`. Parameters per frame:
+
+| name | shape | meaning |
+| --- | --- | --- |
+| expression | (T, E') | expression coefficients, E' <= head.n_expression (missing trailing ones are 0) |
+| jaw | (T, 3) | jaw rotation, axis-angle; +x opens the mouth |
+| neck | (T, 3) | head rotation on the neck, axis-angle |
+| eyes | (T, 6) | left then right eyeball rotation, axis-angle |
+| shape | (S',) or (T, S') | identity coefficients, S' <= head.n_shape |
+| global_pose | (T, 3) | rotation of the whole head and neck about the root |
+| translation | (T, 3) | metres |
+
+All but expression and jaw default to zero. Returns vertices (T, V, 3) in metres.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.errors import HeadFileError, HeadInputError
+from backend.flame_file import JOINT_NAMES, HeadData, load_head_file
+from backend.head_regions import derive_regions
+from backend.lbs import lbs
+
+BUILTIN_HEAD_PATH = Path(__file__).parent / "builtin_head" / "builtin_head.npz"
+VERTEX_SET_NAMES = ("lips", "lips_upper", "lips_lower", "lips_inner", "lips_outer", "mouth_region",
+                    "face", "upper_face", "eyes", "eye_left", "eye_right")
+LANDMARK_NAMES = ("upper_lip_center", "lower_lip_center", "mouth_corner_left", "mouth_corner_right")
+
+
+class Head(torch.nn.Module):
+    """A FLAME-structured head: buffers plus names. Move it with `.to(device)`; it works in float32."""
+
+    joint_names = JOINT_NAMES
+
+    def __init__(self, data: HeadData):
+        super().__init__()
+        self.name = data.name
+        self.source = data.source
+        self.faces = data.faces.copy()
+        self.n_shape = data.shapedirs.shape[2]
+        self.n_expression = data.exprdirs.shape[2]
+        self.expression_names = data.expression_names or [f"exp{i:03d}" for i in range(self.n_expression)]
+        self.shape_names = data.shape_names or [f"shape{i:03d}" for i in range(self.n_shape)]
+        self._regions = (dict(data.vertex_sets), dict(data.landmarks)) if data.vertex_sets else None
+        self.face_region = data.face_region
+        self.face_region_names = data.face_region_names
+
+        n_verts = data.v_template.shape[0]
+        self.register_buffer("v_template", torch.from_numpy(data.v_template))
+        self.register_buffer("shapedirs", torch.from_numpy(data.shapedirs))
+        self.register_buffer("exprdirs", torch.from_numpy(data.exprdirs))
+        # FLAME's (V, 3, P) layout, as the (P, V * 3) matrix that the pose features multiply.
+        self.register_buffer("posedirs", torch.from_numpy(data.posedirs.reshape(n_verts * 3, -1).T.copy()))
+        self.register_buffer("joint_regressor", torch.from_numpy(data.joint_regressor))
+        self.register_buffer("lbs_weights", torch.from_numpy(data.weights))
+        self.register_buffer("parents", torch.from_numpy(data.parents))
+        self.data = data
+
+    @property
+    def vertex_sets(self) -> dict[str, np.ndarray]:
+        """Named vertex index arrays (VERTEX_SET_NAMES); derived from FLAME's topology on first use."""
+        return self._named_regions()[0]
+
+    @property
+    def landmarks(self) -> dict[str, int]:
+        """Named landmark vertex indices (LANDMARK_NAMES)."""
+        return self._named_regions()[1]
+
+    def _named_regions(self):
+        if self._regions is None:
+            try:
+                regions = derive_regions(self.data.v_template, self.data.faces, self.data.weights)
+            except HeadFileError as exc:
+                raise HeadFileError(f"{self.source}: {exc}") from None
+            self._regions = regions
+        vertex_sets, landmarks = self._regions
+        missing = [n for n in VERTEX_SET_NAMES if n not in vertex_sets]
+        missing += [n for n in LANDMARK_NAMES if n not in landmarks]
+        if missing:
+            raise HeadFileError(f"{self.source}: the head file lacks the vertex sets or landmarks "
+                                f"{', '.join(missing)}")
+        return vertex_sets, landmarks
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.v_template.shape[0])
+
+    @property
+    def identity(self) -> str:
+        """A short fingerprint of the head's geometry, to check that a model or take belongs to it."""
+        digest = hashlib.sha256()
+        for array in (self.data.v_template, self.data.faces, self.data.exprdirs):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return f"{self.name}:{digest.hexdigest()[:12]}"
+
+    def forward(self, expression=None, jaw=None, neck=None, eyes=None, shape=None, global_pose=None,
+                translation=None, return_joints: bool = False):
+        """Per-frame parameters (see the module docstring) to vertices (T, V, 3), and joints (T, 5, 3)."""
+        widths = {"expression": self.n_expression, "jaw": 3, "neck": 3, "eyes": 6, "global_pose": 3,
+                  "translation": 3}
+        given = {"expression": expression, "jaw": jaw, "neck": neck, "eyes": eyes,
+                 "global_pose": global_pose, "translation": translation}
+        for name, value in given.items():
+            if value is not None and np.ndim(value) != 2:
+                want = f"up to {widths[name]}" if name == "expression" else widths[name]
+                raise HeadInputError(f"{name} must have shape (frames, {want}) for this head; "
+                                     f"got {tuple(np.shape(value))}")
+        frames = {int(np.shape(v)[0]) for v in given.values() if v is not None}
+        if len(frames) > 1:
+            raise HeadInputError(f"the parameters disagree on the number of frames: {sorted(frames)}")
+        if not frames:
+            raise HeadInputError("give at least one per-frame parameter as a (frames, n) array, "
+                                 f"for example expression of shape (T, {self.n_expression})")
+        n_frames = frames.pop()
+        device, dtype = self.v_template.device, self.v_template.dtype
+
+        def per_frame(name, value, width, at_most=False):
+            if value is None:
+                return torch.zeros(n_frames, width, device=device, dtype=dtype)
+            value = torch.as_tensor(value, device=device, dtype=dtype)
+            ok = value.ndim == 2 and (value.shape[1] <= width if at_most else value.shape[1] == width)
+            if not ok:
+                want = f"(frames, up to {width})" if at_most else f"(frames, {width})"
+                raise HeadInputError(f"{name} must have shape {want} for this head; got {tuple(value.shape)}")
+            if value.shape[1] < width:
+                value = torch.nn.functional.pad(value, (0, width - value.shape[1]))
+            return value
+
+        expression = per_frame("expression", expression, self.n_expression, at_most=True)
+        pose = torch.cat([per_frame("global_pose", global_pose, 3), per_frame("neck", neck, 3),
+                          per_frame("jaw", jaw, 3), per_frame("eyes", eyes, 6)], dim=1)
+        translation = per_frame("translation", translation, 3)
+        if shape is None:
+            shape = torch.zeros(n_frames, self.n_shape, device=device, dtype=dtype)
+        else:
+            shape = torch.as_tensor(shape, device=device, dtype=dtype)
+            if shape.ndim == 1:
+                shape = shape.expand(n_frames, -1)
+            shape = per_frame("shape", shape, self.n_shape, at_most=True)
+
+        coefficients = torch.cat([shape, expression], dim=1)
+        directions = torch.cat([self.shapedirs, self.exprdirs], dim=2)
+        vertices, joints = lbs(coefficients, pose, self.v_template, directions, self.posedirs,
+                               self.joint_regressor, self.parents, self.lbs_weights)
+        vertices = vertices + translation[:, None, :]
+        if return_joints:
+            return vertices, joints + translation[:, None, :]
+        return vertices
+
+
+def load_head(spec: str | Path = "builtin") -> Head:
+    """"builtin" for the head that ships with Thunder, or the path of a FLAME `.pkl` / `.npz` file."""
+    if str(spec) == "builtin":
+        if not BUILTIN_HEAD_PATH.exists():
+            raise HeadFileError(f"{BUILTIN_HEAD_PATH}: the built-in head is missing from this installation; "
+                                "regenerate it with: python -m backend.builtin_head.build")
+        return Head(load_head_file(BUILTIN_HEAD_PATH))
+    return Head(load_head_file(spec))
