@@ -1,6 +1,8 @@
 """The `thunder` command.
 
-Every subcommand is a function taking the parsed arguments. A ThunderError (a problem with the user's input)
+Every subcommand is a function taking the parsed arguments. Packages that backend must not import (training)
+add their subcommands through the entry-point group "thunder.commands": each entry point is a function
+`register(subcommands)` that adds parsers to the argparse subparsers object. A ThunderError (a problem with the user's input)
 is printed as one sentence with exit status 2; anything else is a bug and keeps its traceback.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 
 from backend import __version__
 from backend.errors import ThunderError
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("source", help="FLAME generic_model.pkl or flame2023*.pkl")
     convert.add_argument("output", help="the .npz to write (never overwritten)")
     convert.set_defaults(run=cmd_head_convert)
+
+    for plugin in sorted(entry_points(group="thunder.commands"), key=lambda e: e.name):
+        plugin.load()(commands)
     return parser
 
 
