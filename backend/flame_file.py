@@ -341,6 +341,23 @@ def head_data_to_arrays(data: HeadData) -> dict[str, np.ndarray]:
     return arrays
 
 
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write arrays as a compressed .npz whose bytes depend only on the arrays (np.savez_compressed stamps
+    the current time into the zip, so the committed built-in head would change on every regeneration)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, np.asarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.create_system = 3
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, buffer.getvalue())
+    return path
+
+
 def save_head_npz(data: HeadData, path: str | Path) -> Path:
     """Write a head as a compressed `.npz` (docs/head_format.md). Refuses to overwrite an existing file."""
     path = Path(path).expanduser()
@@ -352,7 +369,7 @@ def save_head_npz(data: HeadData, path: str | Path) -> Path:
         raise HeadFileError(f"{path.parent}: no such folder")
     tmp = path.with_name(path.name + ".partial.npz")
     try:
-        np.savez_compressed(tmp, **head_data_to_arrays(data))
+        write_npz(tmp, head_data_to_arrays(data))
         tmp.replace(path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

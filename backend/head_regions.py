@@ -6,7 +6,7 @@ FLAME files carry no names. What they do carry is enough:
   loop holding both jaw-skinned vertices (the lower lip) and vertices not skinned to the jaw (the upper
   lip): the neck opening and the eye openings have no jaw-skinned vertices;
 - the corners are the loop's extreme vertices in x (+x is the subject's left), the loop between them
-  splits into the upper and lower inner lip, and the lip centres are the chain vertices nearest the
+  splits into the upper and lower inner lip (the lower one is the chain skinned to the jaw), and the lip centres are the chain vertices nearest the
   midline;
 - the lips are the skin within a geodesic distance of 0.2 mouth widths of that loop (about the height of
   the vermilion); the mouth region within 0.75 mouth widths (lips, philtrum, chin and the cheeks near the
@@ -132,7 +132,8 @@ def derive_regions(vertices: np.ndarray, faces: np.ndarray, weights: np.ndarray
     rolled = np.roll(loop, -i_left)  # starts at the left corner
     k_right = int(np.flatnonzero(rolled == corner_right)[0])
     chain_a, chain_b = rolled[: k_right + 1], np.append(rolled[k_right:], rolled[0])
-    if vertices[chain_a, 1].mean() >= vertices[chain_b, 1].mean():
+    # The lower lip is the chain skinned to the jaw (height alone ties when the lips are closed at rest).
+    if weights[chain_a, JAW].mean() <= weights[chain_b, JAW].mean():
         upper_inner, lower_inner = chain_a, chain_b
     else:
         upper_inner, lower_inner = chain_b, chain_a
