@@ -1,0 +1,70 @@
+"""Audio features shared by the models: log-mel spectrograms at the motion frame rate's multiples.
+
+Speech is 16 kHz mono. Motion runs at 25 fps, so one motion frame is 640 samples: 4 mel frames (hop 160,
+100 Hz) or 2 speech-unit frames (50 Hz). These constants are the contract between the corpus, the
+mesh-to-speech model and the audio encoders; Choi et al. (2023) use the same mel settings.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16_000
+MOTION_FPS = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // MOTION_FPS  # 640
+MEL_HOP = 160
+MEL_WINDOW = 640
+MEL_BINS = 80
+MEL_FMAX = 8_000.0
+MELS_PER_FRAME = SAMPLES_PER_FRAME // MEL_HOP  # 4
+LOG_MEL_FLOOR = 1e-5
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    linear = hz / (200.0 / 3)
+    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(hz >= 1000.0, log_part, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    linear = mel * (200.0 / 3)
+    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (mel - 15.0))
+    return np.where(mel >= 15.0, log_part, linear)
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filterbank(n_fft: int = MEL_WINDOW, n_mels: int = MEL_BINS, sample_rate: int = SAMPLE_RATE,
+                   fmax: float = MEL_FMAX) -> np.ndarray:
+    """Triangular, area-normalised mel filters (Slaney). Returns (n_mels, n_fft // 2 + 1) float32."""
+    fft_hz = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(fmax), n_mels + 2))
+    lower, centre, upper = edges_hz[:-2, None], edges_hz[1:-1, None], edges_hz[2:, None]
+    rising = (fft_hz - lower) / (centre - lower)
+    falling = (upper - fft_hz) / (upper - centre)
+    filters = np.maximum(0.0, np.minimum(rising, falling))
+    filters *= (2.0 / (upper - lower))  # equal area, so loud and quiet bands are comparable
+    return filters.astype(np.float32)
+
+
+def log_mel_spectrogram(wave: torch.Tensor) -> torch.Tensor:
+    """Log-mel spectrogram, 4 frames per motion frame.
+
+    wave: (N,) or (B, N) float at 16 kHz. Returns (B, N // 160, 80): frame i covers samples from
+    160 i - 240 to 160 i + 400 (a centred 640-sample Hann window), so 4 T frames for T motion frames.
+    """
+    if wave.ndim == 1:
+        wave = wave[None]
+    n_frames = wave.shape[-1] // MEL_HOP
+    window = torch.hann_window(MEL_WINDOW, device=wave.device, dtype=wave.dtype)
+    spec = torch.stft(wave, n_fft=MEL_WINDOW, hop_length=MEL_HOP, win_length=MEL_WINDOW, window=window,
+                      center=True, pad_mode="reflect", return_complex=True)
+    power = spec.real.square() + spec.imag.square()
+    filters = torch.as_tensor(mel_filterbank(), device=wave.device, dtype=wave.dtype)
+    mel = torch.einsum("mf,bft->btm", filters, power)[:, :n_frames]
+    return torch.log(mel.clamp_min(LOG_MEL_FLOOR))

@@ -1,0 +1,100 @@
+"""Sequences of head motion rendered with Workbench: a video with its audio, or a strip of chosen frames.
+
+Builds on preview.py's scene (one mesh, camera and caption; each frame replaces the vertices). The video is
+PNG frames joined by ffmpeg with the clip's audio; where ffmpeg is missing, the frames are the result.
+bpy is imported inside the functions only (through preview.py).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from backend.blender.preview import FRONT, CameraView, PreviewScene, read_png, tile_images, write_png
+
+
+def _vertices(head, motion: dict) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        v = head(**{k: torch.as_tensor(np.asarray(motion[k]), dtype=torch.float32)
+                    for k in ("expression", "jaw", "neck", "eyes") if motion.get(k) is not None})
+    return v.numpy()
+
+
+def _label_at(phones, t: float) -> str:
+    for p in phones or ():
+        label, start, end = (p.label, p.start, p.end) if hasattr(p, "label") else p
+        if start <= t < end:
+            return "" if label == "SIL" else label
+    return ""
+
+
+def _scene(head, resolution: int, view: CameraView) -> PreviewScene:
+    return PreviewScene(head.faces, getattr(head, "face_region", None),
+                        getattr(head, "face_region_names", None) or ("skin",), resolution=resolution, view=view)
+
+
+def _write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
+    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1, 1) * 32767).round().astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+
+
+def render_clip_video(head, motion: dict, audio: np.ndarray | None, out, fps: float = 25.0,
+                      sample_rate: int = 16000, resolution: int = 384, phones=None, captions: bool = True,
+                      keep_frames: bool = False, view: CameraView = FRONT) -> Path:
+    """Render per-frame head parameters (expression, jaw, neck, eyes) to `out` (.mp4 with the audio), captioned
+    with the phone at each frame. Without ffmpeg, writes PNG frames into the folder `out` minus its suffix and
+    returns that folder."""
+    out = Path(out)
+    vertices = _vertices(head, motion)
+    scene = _scene(head, resolution, view)
+    ffmpeg = shutil.which("ffmpeg")
+    frames_dir = out.with_suffix("") if (keep_frames or not ffmpeg) else Path(tempfile.mkdtemp(prefix="thunder-frames-"))
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    for i, v in enumerate(vertices):
+        caption = f"{i / fps:5.2f} s  {_label_at(phones, i / fps)}" if captions else ""
+        scene.render(v, frames_dir / f"frame_{i:05d}.png", caption=caption)
+    if not ffmpeg:
+        return frames_dir
+    args = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", f"{fps:g}", "-i", str(frames_dir / "frame_%05d.png")]
+    if audio is not None:
+        wav = frames_dir / "audio.wav"
+        _write_wav(wav, audio, sample_rate)
+        args += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k", "-shortest"]
+    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", str(out)]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(args, check=True)
+    if not keep_frames:
+        shutil.rmtree(frames_dir, ignore_errors=True)
+    return out
+
+
+def render_frame_strip(head, motion: dict, frames, out, fps: float = 25.0, resolution: int = 320, phones=None,
+                       columns: int | None = None, view: CameraView = FRONT, crop=None) -> Path:
+    """Render the chosen frame indices, captioned with time and phone, and tile them into one PNG.
+    `crop` = (top, bottom, left, right) fractions of each image to keep, e.g. to show the mouth only."""
+    vertices = _vertices(head, motion)
+    scene = _scene(head, resolution, view)
+    images = []
+    with tempfile.TemporaryDirectory(prefix="thunder-strip-") as tmp:
+        for i in frames:
+            caption = f"{i / fps:.2f} s  {_label_at(phones, i / fps) or '-'}"
+            path = scene.render(vertices[i], Path(tmp) / f"f{i:05d}.png", caption=caption)
+            image = read_png(path)
+            if crop:
+                h, w = image.shape[:2]
+                image = image[int(crop[0] * h):int(crop[1] * h), int(crop[2] * w):int(crop[3] * w)]
+            images.append(image)
+    columns = columns or math.ceil(math.sqrt(len(images)))
+    return write_png(tile_images(images, columns), out)

@@ -1,0 +1,105 @@
+"""Forced alignment with pocketsphinx (offline, 10 ms resolution): audio and its words to timed words and phones.
+
+Phones use the CMU set of training.corpus.text.PHONES, plus "SIL" for silence (pauses and the clip's edges).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from training.corpus.errors import AlignmentError
+from training.corpus.format import SAMPLE_RATE, Segment
+
+FRAME_SECONDS = 0.01  # pocketsphinx's frame: 10 ms
+SILENCE = "SIL"
+
+
+# Wider beams for a second try when the default ones lose the path (odd synthetic voices).
+WIDE_BEAMS = {"beam": 1e-100, "wbeam": 1e-80, "pbeam": 1e-100, "lpbeam": 1e-80, "lponlybeam": 1e-80}
+
+
+@lru_cache(maxsize=2)
+def _decoder(wide: bool = False):
+    from pocketsphinx import Decoder
+
+    # lm=None: no language model search is loaded; alignment sets its own search for each utterance.
+    # cmn="batch": cepstral mean normalisation over the whole utterance, which suits offline alignment.
+    return Decoder(lm=None, loglevel="FATAL", cmn="batch", **(WIDE_BEAMS if wide else {}))
+
+
+def _run(decoder, pcm: bytes, text: str):
+    decoder.set_align_text(text)
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    decoder.set_alignment()
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)
+    decoder.end_utt()
+    return decoder.get_alignment()
+
+
+def _known(word: str) -> bool:
+    return _decoder().lookup_word(word) is not None
+
+
+def align(audio: np.ndarray, text: str) -> tuple[list[Segment], list[Segment]]:
+    """(words, phones) of 16 kHz mono audio speaking `text` (lowercase words of the CMU dictionary).
+
+    The segments tile the audio from 0 to its end; silences are words "<sil>" and phones "SIL"."""
+    words = text.lower().split()
+    unknown = [w for w in words if not _known(w)]
+    if unknown:
+        raise AlignmentError(f"the words {', '.join(unknown)} are not in pocketsphinx's dictionary")
+    if not words:
+        raise AlignmentError("there is no text to align")
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    alignment, problem = None, "no alignment"
+    for wide in (False, True):
+        try:
+            alignment = _run(_decoder(wide), pcm, " ".join(words))
+        except RuntimeError as exc:
+            problem = str(exc)
+            _decoder.cache_clear()  # a failed search can leave the decoder unusable
+            alignment = None
+        if alignment is not None:
+            spoken = [w.name.split("(")[0] for w in alignment if not _is_silence(w.name)]
+            if spoken == words:
+                break
+            problem = f"it aligned {len(spoken)} of the {len(words)} words"
+            alignment = None
+    if alignment is None:
+        raise AlignmentError(f"pocketsphinx could not align '{text[:40]}': {problem}")
+    seconds = audio.size / SAMPLE_RATE
+    word_segs: list[Segment] = []
+    phone_segs: list[Segment] = []
+    for word in alignment:
+        name = "<sil>" if _is_silence(word.name) else word.name.split("(")[0]
+        start, end = word.start * FRAME_SECONDS, (word.start + word.duration) * FRAME_SECONDS
+        word_segs.append(Segment(name, start, min(end, seconds)))
+        for phone in word:
+            label = SILENCE if phone.name in ("SIL", "+SPN+", "+NSN+") or name == "<sil>" else phone.name
+            p_start = phone.start * FRAME_SECONDS
+            p_end = min((phone.start + phone.duration) * FRAME_SECONDS, seconds)
+            phone_segs.append(Segment(label, p_start, p_end))
+    # Close the tiling: a silence from the last phone to the end of the audio.
+    if phone_segs and seconds - phone_segs[-1].end >= FRAME_SECONDS:
+        phone_segs.append(Segment(SILENCE, phone_segs[-1].end, seconds))
+        word_segs.append(Segment("<sil>", word_segs[-1].end, seconds))
+    return _merge_silences(word_segs, "<sil>"), _merge_silences(phone_segs, SILENCE)
+
+
+def _is_silence(name: str) -> bool:
+    return name in ("<sil>", "<s>", "</s>") or name.startswith("+") or name.startswith("[")
+
+
+def _merge_silences(segments: list[Segment], silence: str) -> list[Segment]:
+    out: list[Segment] = []
+    for p in segments:
+        if out and p.label == silence and out[-1].label == silence:
+            out[-1] = Segment(silence, out[-1].start, p.end)
+        else:
+            out.append(Segment(p.label, p.start, p.end))
+    return out
