@@ -1,0 +1,71 @@
+"""Model checkpoints: weights as safetensors plus a JSON config, written atomically.
+
+A checkpoint is a folder with `model.safetensors` and `config.json`. Both are written to temporary names
+and renamed, config last, so a killed process never leaves a half-written checkpoint that looks whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from backend.errors import ThunderError
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class CheckpointError(ThunderError):
+    """A checkpoint is missing, damaged, or does not match its config or its head."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict) -> Path:
+    """Write the model's weights and its config into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
+    _atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(config, indent=1)))
+    return folder
+
+
+def read_checkpoint(folder: str | Path, kind: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The config and weights of a checkpoint of `kind` (e.g. "thunder-m2s"), checked to exist."""
+    folder = Path(folder).expanduser()
+    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
+        raise CheckpointError(f"{folder}: not a checkpoint (it needs {CONFIG} and {WEIGHTS})")
+    try:
+        config = json.loads((folder / CONFIG).read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{folder / CONFIG}: damaged ({exc})") from None
+    if config.get("kind") != kind:
+        raise CheckpointError(f"{folder}: a {config.get('kind', 'unknown')} checkpoint, not a {kind} one")
+    try:
+        weights = load_file(str(folder / WEIGHTS))
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{folder / WEIGHTS}: damaged ({exc})") from None
+    return config, weights
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], folder: str | Path) -> None:
+    """Load weights into a model built from the checkpoint's config; a mismatch is a clear error."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"{wrong[0]} is {tuple(weights[wrong[0]].shape)}, the config wants "
+                       f"{tuple(expected[wrong[0]].shape)}")
+        raise CheckpointError(f"{folder}: the weights do not match the checkpoint's config ({detail})")
+    model.load_state_dict(weights)

@@ -1,0 +1,170 @@
+"""Mesh-to-speech: shapes, gradients to the vertices, save/load/resume, a tiny run whose loss drops, the
+k-means unit path on a tiny random HuBERT, and clear errors for another head's motion or a bad checkpoint.
+
+The tiny corpus is written here with the corpus format and the articulation model (no speech engines):
+random phone strings drive the mouth, so units are learnable from motion; the audio is a tone per phone.
+"""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.checkpoint import CheckpointError
+from backend.head import load_head
+from training.corpus.articulation import Style, articulate
+from training.corpus.format import Clip, ClipMeta, Segment, prepare_output, write_clip, write_index
+from training.corpus.text import PHONES
+from training.m2s.api import load_m2s
+from training.m2s.inputs import MotionFeatures, MotionInputError
+from training.m2s.model import M2SConfig, MeshToSpeech
+from training.m2s.train import M2STrainConfig, train
+
+TINY = M2SConfig(width=32, layers=1, heads=2, ffn=64, conv_kernel=5, dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def head():
+    return load_head("builtin")
+
+
+def _phone_string(rng, seconds):
+    segments, t = [Segment("SIL", 0.0, 0.2)], 0.2
+    while t < seconds - 0.3:
+        d = float(rng.uniform(0.06, 0.16))
+        segments.append(Segment(str(rng.choice(PHONES)), t, t + d))
+        t += d
+    segments.append(Segment("SIL", t, seconds))
+    return segments
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(head, tmp_path_factory):
+    root = prepare_output(tmp_path_factory.mktemp("corpus"))
+    rng = np.random.default_rng(0)
+    metas = []
+    for i in range(12):
+        seconds = float(rng.uniform(2.0, 3.0))
+        n_samples = int(seconds * 16000)
+        n_frames = -(-n_samples // 640)
+        phones = _phone_string(rng, seconds)
+        expression, jaw, _ = articulate(head, phones, n_frames, Style())
+        t = np.arange(n_samples) / 16000
+        audio = np.zeros(n_samples, dtype=np.float32)
+        for seg in phones[1:-1]:
+            f0 = 200 + 40 * PHONES.index(seg.label)
+            on = (t >= seg.start) & (t < seg.end)
+            audio[on] = 0.3 * np.sin(2 * np.pi * f0 * t[on])
+        split = "train" if i < 9 else ("val" if i < 10 else "test")
+        meta = ClipMeta(id=f"clip{i:03d}", head={"name": head.name, "identity": head.identity},
+                        speaker=f"voice{i % 3}" if split == "train" else split, split=split,
+                        n_frames=n_frames, n_samples=n_samples, text="random phones", words=None, phones=phones)
+        zeros3 = np.zeros((n_frames, 3), np.float32)
+        write_clip(root, Clip(meta=meta, audio=audio, expression=expression, jaw=jaw, neck=zeros3,
+                              eyes=np.zeros((n_frames, 6), np.float32)))
+        metas.append(meta)
+    write_index(root, {"head": {"name": head.name, "identity": head.identity},
+                       "expression_names": list(head.expression_names)}, metas)
+    return root
+
+
+def test_shapes_and_gradients_reach_the_vertices(head):
+    features = MotionFeatures("mouth", head)
+    net = MeshToSpeech(dataclasses.replace(TINY, n_units=40), features.dim)
+    expression = torch.zeros(2, 7, head.n_expression, requires_grad=True)
+    jaw = torch.full((2, 7, 3), 0.05, requires_grad=True)
+    verts = head(expression=expression.reshape(14, -1), jaw=jaw.reshape(14, 3)).reshape(2, 7, -1, 3)
+    units, mel = net(features.from_vertices(verts))
+    assert units.shape == (2, 14, 40) and mel.shape == (2, 28, 80)
+    (units.logsumexp(-1).sum() + mel.sum()).backward()
+    assert expression.grad.abs().sum() > 0 and jaw.grad.abs().sum() > 0
+
+
+def test_every_input_kind_has_its_dimension(head):
+    assert MotionFeatures("mouth", head).dim == 3 * len(head.vertex_sets["mouth_region"])
+    assert MotionFeatures("face", head).dim == 3 * len(head.vertex_sets["face"])
+    assert MotionFeatures("expression", head).dim == head.n_expression + 3
+
+
+def test_tiny_training_run_loss_drops_and_saves_a_loadable_checkpoint(head, tiny_corpus, tmp_path):
+    cfg = M2STrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "run"), model=TINY, steps=250,
+                         batch_size=8, window=32, lr=3e-3, warmup=10, eval_every=125, log_every=10)
+    out = train(cfg, progress=False)
+    log = json.loads((out / "log.json").read_text())
+    first, last = log[0]["unit_ce"], log[-1]["unit_ce"]
+    assert last < first - 0.5, (first, last)
+    m2s = load_m2s(out, head)
+    assert not any(p.requires_grad for p in m2s.parameters())
+    verts = head(expression=torch.zeros(5, head.n_expression)).reshape(1, 5, -1, 3).requires_grad_()
+    units, mel = m2s(verts)
+    assert units.shape == (1, 10, 40) and mel.shape == (1, 20, 80)
+    units.sum().backward()
+    assert verts.grad.abs().sum() > 0  # frozen M2S still passes gradients to the motion
+    trainable = load_m2s(out, head, trainable=True)
+    assert all(p.requires_grad for p in trainable.network.parameters())
+
+
+def test_resume_after_a_kill_continues_exactly(tiny_corpus, tmp_path, monkeypatch):
+    import training.m2s.train as train_module
+
+    base = dict(corpus=str(tiny_corpus), model=TINY, batch_size=4, window=16, warmup=2, eval_every=10,
+                log_every=5, seed=3, steps=20)
+    straight = train(M2STrainConfig(out=str(tmp_path / "straight"), **base), progress=False)
+
+    # The same run, killed right after its step-10 checkpoint, then resumed.
+    save_state = train_module.save_training_state
+
+    def save_then_die(folder, model, optimizer, step, log, rng):
+        save_state(folder, model, optimizer, step, log, rng)
+        if step == 10:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_training_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(M2STrainConfig(out=str(tmp_path / "resumed"), **base), progress=False)
+    monkeypatch.setattr(train_module, "save_training_state", save_state)
+    resumed = train(M2STrainConfig(out=str(tmp_path / "resumed"), **base), resume=True, progress=False)
+    a = json.loads((straight / "log.json").read_text())
+    b = json.loads((resumed / "log.json").read_text())
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [5, 10, 15, 20]
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-6)
+
+
+def test_motion_from_another_head_is_refused(head):
+    features = MotionFeatures("mouth", head)
+    with pytest.raises(MotionInputError, match="from a different head"):
+        features.from_vertices(torch.zeros(1, 4, 5023, 3))
+
+
+def test_checkpoint_that_does_not_match_its_config_is_refused(head, tiny_corpus, tmp_path):
+    cfg = M2STrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "run"), model=TINY, steps=2,
+                         batch_size=2, window=8, eval_every=2)
+    out = train(cfg, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    config["model"]["width"] = 48
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not match the checkpoint's config"):
+        load_m2s(out, head)
+    config["model"]["width"] = TINY.width
+    config["head"]["identity"] = "flame:generic_model.pkl:000000000000"
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="trained on the head"):
+        load_m2s(out, head)
+
+
+def test_kmeans_units_from_a_tiny_random_hubert(tiny_corpus, tmp_path):
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    HubertModel(HubertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
+                             num_conv_pos_embedding_groups=2)).save_pretrained(tmp_path / "hubert")
+    cfg = M2STrainConfig(corpus=str(tiny_corpus), out=str(tmp_path / "run"), model=TINY, steps=4, batch_size=2,
+                         window=8, eval_every=4, units="kmeans", ssl_model=str(tmp_path / "hubert"),
+                         ssl_layer=1, kmeans_units=6)
+    out = train(cfg, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["units"]["source"] == "kmeans" and len(config["units"]["inventory"]) == 6
+    assert config["model"]["n_units"] == 6

@@ -1,0 +1,82 @@
+"""Hear and see what M2S makes of a clip's motion: vocoded WAVs and a mel-spectrogram comparison PNG."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.audio import SAMPLE_RATE
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    """16-bit mono WAV at 16 kHz."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def plot_mels(path: Path, panels: list[tuple[str, np.ndarray]], title: str) -> Path:
+    """Stack log-mel spectrograms (frames, 80) vertically, same colour scale, time in seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    vmin = min(p.min() for _, p in panels)
+    vmax = max(p.max() for _, p in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
+    for ax, (name, mel) in zip(np.atleast_1d(axes), panels):
+        seconds = len(mel) / 100.0
+        ax.imshow(mel.T, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
+                  extent=(0, seconds, 0, mel.shape[1]))
+        ax.set_ylabel("mel bin")
+        ax.set_title(name, fontsize=9, loc="left")
+    np.atleast_1d(axes)[-1].set_xlabel("seconds")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@torch.no_grad()
+def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str = "builtin") -> list[Path]:
+    from backend.head import load_head
+    from training.corpus.format import open_corpus
+    from training.m2s.api import load_m2s
+    from training.m2s.data import make_examples
+    from training.m2s.evaluate import SHIFT_FRAMES
+    from training.m2s.units import unit_source_from_config
+    from training.m2s.vocoder import GriffinLim
+
+    head = load_head(head_spec)
+    m2s = load_m2s(checkpoint, head)
+    corpus = open_corpus(corpus_dir, full_check=False)
+    clip_id = clip_id or corpus.split("test")[0].id
+    clip = corpus.clip(clip_id)
+    example = make_examples([clip], head, m2s.features, unit_source_from_config(m2s.config["units"]))[0]
+    feats = torch.from_numpy(example.features)[None]
+    _, predicted = m2s.network(feats)
+    shifted = torch.cat([feats[:, :1].expand(-1, SHIFT_FRAMES, -1), feats], dim=1)[:, : feats.shape[1]]
+    _, predicted_shifted = m2s.network(shifted)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocoder = GriffinLim()
+    paths = [
+        write_wav(out / f"{clip_id}_m2s.wav", vocoder(predicted[0]).numpy()),
+        write_wav(out / f"{clip_id}_true_mel_griffinlim.wav", vocoder(torch.from_numpy(example.mel)).numpy()),
+        plot_mels(out / f"{clip_id}_mels.png",
+                  [("true log-mel of the speech", example.mel),
+                   ("M2S from the true motion", predicted[0].numpy()),
+                   ("M2S from the motion 200 ms late", predicted_shifted[0].numpy())],
+                  f"{clip_id}: \"{clip.meta.text}\""),
+    ]
+    return paths

@@ -1,0 +1,153 @@
+"""Train mesh-to-speech. Read it top to bottom: config, data, model, optimizer, loop, eval, checkpoint.
+
+    thunder m2s train --corpus data/corpus --out runs/m2s            # the default (CPU, < 1 hour)
+    thunder m2s train --corpus data/corpus --out runs/m2s --resume   # after a kill: continues exactly
+
+Loss: unit cross-entropy (label smoothing 0.1) + mel L1, Adam with warmup and cosine decay (Choi et al.).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from backend.head import load_head
+from backend.checkpoint import save_checkpoint
+from training.train_state import load_training_state, save_training_state
+from training.corpus.format import open_corpus
+from training.m2s.data import Augment, crop_batch, make_examples
+from training.m2s.evaluate import evaluate_m2s
+from training.m2s.inputs import MotionFeatures
+from training.m2s.model import M2SConfig, MeshToSpeech
+from training.m2s.units import KMeansUnits, PhoneUnits, unit_config
+
+
+@dataclasses.dataclass
+class M2STrainConfig:
+    corpus: str = "data/corpus"
+    out: str = "runs/m2s"
+    head: str = "builtin"
+    model: M2SConfig = dataclasses.field(default_factory=M2SConfig)
+    augment: Augment = dataclasses.field(default_factory=Augment)
+    steps: int = 3000
+    batch_size: int = 16
+    window: int = 64              # motion frames per training window (2.56 s)
+    lr: float = 1e-3
+    warmup: int = 200
+    label_smoothing: float = 0.1
+    mel_weight: float = 1.0
+    eval_every: int = 500
+    log_every: int = 25
+    seed: int = 0
+    threads: int = 2
+    max_clips: int = 0            # 0: all; a small number for smoke tests
+    units: str = "phones"         # phones (aligned, offline) | kmeans (over a speech model's features)
+    ssl_model: str = ""           # kmeans: a wav2vec 2.0 / HuBERT folder or hub id
+    ssl_layer: int = 6            # kmeans: which hidden layer (Choi et al.: HuBERT layer 6)
+    kmeans_units: int = 200       # kmeans: how many clusters
+    kmeans_clips: int = 200       # kmeans: how many training clips to fit the clusters on
+
+
+def lr_at(step: int, cfg: M2STrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def m2s_loss(model, batch, cfg: M2STrainConfig) -> tuple[torch.Tensor, dict]:
+    units, mel = model(batch["features"], batch["lengths"])
+    unit_loss = torch.nn.functional.cross_entropy(units.flatten(0, 1), batch["units"].flatten(),
+                                                  ignore_index=-100, label_smoothing=cfg.label_smoothing)
+    mel_mask = (batch["units"] != -100).repeat_interleave(2, dim=1)[..., None]
+    mel_l1 = ((mel - batch["mel"]).abs() * mel_mask).sum() / (mel_mask.sum() * mel.shape[-1]).clamp_min(1)
+    return unit_loss + cfg.mel_weight * mel_l1, {"unit_ce": unit_loss.item(), "mel_l1": mel_l1.item()}
+
+
+def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    # 1. Data: features, unit labels and mel for the training and validation voices.
+    head = load_head(cfg.head)
+    corpus = open_corpus(cfg.corpus, full_check=False)
+    features = MotionFeatures(cfg.model.input, head)
+    train_metas = corpus.split("train")[: cfg.max_clips or None]
+    if cfg.units == "kmeans":
+        units = KMeansUnits.fit(cfg.ssl_model, cfg.ssl_layer, (corpus.clip(m.id) for m in train_metas[: cfg.kmeans_clips]),
+                                cfg.kmeans_units, seed=cfg.seed)
+    else:
+        units = PhoneUnits()
+    cfg.model.n_units = units.n_units
+    val_metas = corpus.split("val")[: max(2, cfg.max_clips // 4) if cfg.max_clips else None]
+    train_set = make_examples((corpus.clip(m.id) for m in train_metas), head, features, units)
+    val_set = make_examples((corpus.clip(m.id) for m in val_metas), head, features, units)
+    if not train_set:
+        raise SystemExit(f"{cfg.corpus}: no training clips")
+
+    # 2. Model and optimizer (resumed exactly: weights, optimizer moments, step, log and RNG).
+    model = MeshToSpeech(cfg.model, features.dim)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    step, log = 0, []
+    if resume and (out / "train_state.pt").exists():
+        step, log, rng = load_training_state(out, model, optimizer)
+
+    # 3. Loop.
+    started = time.time()
+    bar = _progress(cfg.steps, step, progress)
+    model.train()
+    while step < cfg.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = crop_batch(train_set, cfg.batch_size, cfg.window, rng, cfg.augment)
+        loss, parts = m2s_loss(model, batch, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.append({"step": step, "loss": loss.item(), **parts, "lr": lr_at(step - 1, cfg),
+                        "seconds": round(time.time() - started, 1)})
+        # 4. Eval and checkpoint (atomically; the training state makes --resume exact).
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            if val_set:
+                model.eval()
+                log[-1]["val"] = evaluate_m2s(model, val_set)["true"]
+                model.train()
+            save_checkpoint(out, model, _config_json(cfg, head, features, units))
+            save_training_state(out, model, optimizer, step, log, rng)
+        bar(step, loss.item())
+    (out / "log.json").write_text(json.dumps(log, indent=1))
+    return out
+
+
+def _config_json(cfg: M2STrainConfig, head, features: MotionFeatures, units) -> dict:
+    return {"kind": "thunder-m2s", "version": 1, "model": dataclasses.asdict(cfg.model),
+            "input_dim": features.dim, "head": {"name": head.name, "identity": head.identity},
+            "units": unit_config(units),
+            "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model",)}}
+
+
+def _progress(total: int, start: int, enabled: bool):
+    last = [0.0]
+
+    def update(step: int, loss: float):
+        if enabled and (time.time() - last[0] > 2 or step == total):
+            last[0] = time.time()
+            filled = int(30 * step / total)
+            print(f"\rm2s [{'#' * filled}{'.' * (30 - filled)}] {step}/{total} loss {loss:.3f}", end="",
+                  flush=True)
+            if step == total:
+                print()
+
+    return update
