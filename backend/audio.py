@@ -8,6 +8,8 @@ mesh-to-speech model and the audio encoders; Choi et al. (2023) use the same mel
 from __future__ import annotations
 
 import functools
+import wave
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -68,3 +70,14 @@ def log_mel_spectrogram(wave: torch.Tensor) -> torch.Tensor:
     filters = torch.as_tensor(mel_filterbank(), device=wave.device, dtype=wave.dtype)
     mel = torch.einsum("mf,bft->btm", filters, power)[:, :n_frames]
     return torch.log(mel.clamp_min(LOG_MEL_FLOOR))
+
+
+def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Mono float audio in [-1, 1] to a 16-bit PCM WAV file."""
+    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(int(sample_rate))
+        out.writeframes(pcm.tobytes())
+    return Path(path)

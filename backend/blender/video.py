@@ -11,11 +11,11 @@ import math
 import shutil
 import subprocess
 import tempfile
-import wave
 from pathlib import Path
 
 import numpy as np
 
+from backend.audio import write_wav
 from backend.blender.preview import FRONT, CameraView, PreviewScene, read_png, tile_images, write_png
 
 
@@ -41,15 +41,6 @@ def _scene(head, resolution: int, view: CameraView) -> PreviewScene:
                         getattr(head, "face_region_names", None) or ("skin",), resolution=resolution, view=view)
 
 
-def _write_wav(path: Path, audio: np.ndarray, rate: int) -> None:
-    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1, 1) * 32767).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-
-
 def render_clip_video(head, motion: dict, audio: np.ndarray | None, out, fps: float = 25.0,
                       sample_rate: int = 16000, resolution: int = 384, phones=None, captions: bool = True,
                       keep_frames: bool = False, view: CameraView = FRONT) -> Path:
@@ -70,7 +61,7 @@ def render_clip_video(head, motion: dict, audio: np.ndarray | None, out, fps: fl
     args = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", f"{fps:g}", "-i", str(frames_dir / "frame_%05d.png")]
     if audio is not None:
         wav = frames_dir / "audio.wav"
-        _write_wav(wav, audio, sample_rate)
+        write_wav(wav, audio, sample_rate)
         args += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k", "-shortest"]
     args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", str(out)]
     out.parent.mkdir(parents=True, exist_ok=True)

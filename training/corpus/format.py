@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from backend.audio import MOTION_FPS as FPS
-from backend.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
+from backend.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, write_wav
 from training.corpus.errors import ClipError, CorpusError, OutputFolderError
 
 FORMAT_NAME = "thunder-corpus"
@@ -127,16 +126,6 @@ def assign_splits(groups: list[str], seed: int, val: float = 0.1, test: float = 
 
 
 # ---------------------------------------------------------------------------------------------- audio
-def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Mono float audio in [-1, 1] to 16-bit PCM."""
-    pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
-
-
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Any PCM or float WAV file to (samples (n,) or (n, channels) float32 in [-1, 1], sample rate)."""
     from scipy.io import wavfile

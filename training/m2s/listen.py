@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from backend.audio import SAMPLE_RATE
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    """16-bit mono WAV at 16 kHz."""
-    pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-    return path
+from backend.audio import write_wav
 
 
 def plot_mels(path: Path, panels: list[tuple[str, np.ndarray]], title: str) -> Path:
