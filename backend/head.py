@@ -26,7 +26,7 @@ import torch
 from backend.errors import HeadFileError, HeadInputError
 from backend.flame_file import JOINT_NAMES, HeadData, load_head_file
 from backend.head_regions import derive_regions
-from backend.lbs import lbs
+from backend.lbs import lbs, vertices_to_joints
 
 BUILTIN_HEAD_PATH = Path(__file__).parent / "builtin_head" / "builtin_head.npz"
 VERTEX_SET_NAMES = ("lips", "lips_upper", "lips_lower", "lips_inner", "lips_outer", "mouth_region",
@@ -39,7 +39,7 @@ class Head(torch.nn.Module):
 
     joint_names = JOINT_NAMES
 
-    def __init__(self, data: HeadData):
+    def __init__(self, data: HeadData, vertex_indices=None):
         super().__init__()
         self.name = data.name
         self.source = data.source
@@ -52,15 +52,21 @@ class Head(torch.nn.Module):
         self.face_region = data.face_region
         self.face_region_names = data.face_region_names
 
-        n_verts = data.v_template.shape[0]
-        self.register_buffer("v_template", torch.from_numpy(data.v_template))
-        self.register_buffer("shapedirs", torch.from_numpy(data.shapedirs))
-        self.register_buffer("exprdirs", torch.from_numpy(data.exprdirs))
-        # FLAME's (V, 3, P) layout, as the (P, V * 3) matrix that the pose features multiply.
-        self.register_buffer("posedirs", torch.from_numpy(data.posedirs.reshape(n_verts * 3, -1).T.copy()))
-        self.register_buffer("joint_regressor", torch.from_numpy(data.joint_regressor))
-        self.register_buffer("lbs_weights", torch.from_numpy(data.weights))
+        # Joint blendshapes: the regressor applied once to the template and to every blend direction.
+        regressor = torch.from_numpy(data.joint_regressor)
+        directions = torch.from_numpy(np.concatenate([data.shapedirs, data.exprdirs], axis=2))
+        self.register_buffer("joint_template", vertices_to_joints(regressor, torch.from_numpy(data.v_template)[None])[0])
+        self.register_buffer("joint_directions", torch.einsum("jv,vck->jck", regressor, directions))
         self.register_buffer("parents", torch.from_numpy(data.parents))
+
+        # Vertex buffers, for all vertices or only the chosen ones (the joints do not depend on which).
+        keep = np.arange(data.v_template.shape[0]) if vertex_indices is None else np.asarray(vertex_indices)
+        self.vertex_indices = None if vertex_indices is None else keep
+        self.register_buffer("v_template", torch.from_numpy(data.v_template[keep]))
+        self.register_buffer("directions", directions[keep].clone())
+        # FLAME's (V, 3, P) layout, as the (P, V * 3) matrix that the pose features multiply.
+        self.register_buffer("posedirs", torch.from_numpy(data.posedirs[keep].reshape(len(keep) * 3, -1).T.copy()))
+        self.register_buffer("lbs_weights", torch.from_numpy(data.weights[keep]))
         self.data = data
 
     @property
@@ -88,9 +94,18 @@ class Head(torch.nn.Module):
                                 f"{', '.join(missing)}")
         return vertex_sets, landmarks
 
+    def subset(self, vertex_indices) -> "Head":
+        """The same head computing only the given vertices: forward returns (T, len(vertex_indices), 3),
+        equal to the full forward's vertices at those indices, at a fraction of the cost. Names, faces and
+        vertex sets still describe the full mesh."""
+        part = Head(self.data, vertex_indices=vertex_indices)
+        part._regions = self._regions
+        return part.to(self.v_template.device)
+
     @property
     def n_vertices(self) -> int:
-        return int(self.v_template.shape[0])
+        """Vertices of the full mesh (a subset head's forward returns fewer)."""
+        return int(self.data.v_template.shape[0])
 
     @property
     def identity(self) -> str:
@@ -146,9 +161,8 @@ class Head(torch.nn.Module):
             shape = per_frame("shape", shape, self.n_shape, at_most=True)
 
         coefficients = torch.cat([shape, expression], dim=1)
-        directions = torch.cat([self.shapedirs, self.exprdirs], dim=2)
-        vertices, joints = lbs(coefficients, pose, self.v_template, directions, self.posedirs,
-                               self.joint_regressor, self.parents, self.lbs_weights)
+        vertices, joints = lbs(coefficients, pose, self.v_template, self.directions, self.posedirs,
+                               self.joint_template, self.joint_directions, self.parents, self.lbs_weights)
         vertices = vertices + translation[:, None, :]
         if return_joints:
             return vertices, joints + translation[:, None, :]

@@ -110,7 +110,8 @@ def lbs(
     v_template: torch.Tensor,
     blend_directions: torch.Tensor,
     pose_directions: torch.Tensor,
-    joint_regressor: torch.Tensor,
+    joint_template: torch.Tensor,
+    joint_directions: torch.Tensor,
     parents: torch.Tensor,
     weights: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -118,16 +119,21 @@ def lbs(
 
     coefficients: (B, K) shape and expression coefficients, in the order of blend_directions (V, 3, K);
     pose: (B, J * 3) axis-angle per joint; v_template: (V, 3); pose_directions: ((J - 1) * 9, V * 3);
-    joint_regressor: (J, V); parents: (J,); weights: (V, J).
+    joint_template: (J, 3) and joint_directions: (J, 3, K), the joint regressor applied to the template and
+    to the blend directions (`vertices_to_joints`); parents: (J,); weights: (V, J).
     Returns vertices (B, V, 3) and posed joints (B, J, 3).
+
+    FLAME regresses joints from the shaped mesh. Regression and blendshapes are both linear, so regressing
+    the template and the directions once gives the same joints, and lets the vertices be any subset of the
+    mesh (only the lips, say) without changing the result.
     """
     batch = coefficients.shape[0]
-    n_joints = joint_regressor.shape[0]
+    n_joints = joint_template.shape[0]
 
     # 1. Shape and expression blendshapes on the template.
     v_shaped = v_template + blend_shapes(coefficients, blend_directions)
-    # 2. Joints regressed from the shaped (not yet posed) mesh, so identity moves the joints.
-    rest_joints = vertices_to_joints(joint_regressor, v_shaped)
+    # 2. Joints of the shaped (not yet posed) mesh, so identity moves the joints.
+    rest_joints = joint_template + blend_shapes(coefficients, joint_directions)
     # 3. Pose-corrective blendshapes, driven by the joint rotations.
     rotations = axis_angle_to_matrix(pose.reshape(-1, 3)).reshape(batch, n_joints, 3, 3)
     corrective = (pose_corrective_features(rotations) @ pose_directions).reshape(batch, -1, 3)

@@ -98,3 +98,15 @@ def test_wrong_parameter_shapes_give_one_sentence(synthetic, kwargs, words):
         head(**kwargs)
     message = str(info.value)
     assert words in message and "\n" not in message
+
+
+def test_a_vertex_subset_gives_exactly_those_vertices(synthetic):
+    _, head = synthetic
+    rng = np.random.default_rng(11)
+    params = {"expression": rng.normal(size=(3, head.n_expression)), "shape": rng.normal(size=head.n_shape),
+              "jaw": rng.normal(scale=0.3, size=(3, 3)), "neck": rng.normal(scale=0.3, size=(3, 3)),
+              "eyes": rng.normal(scale=0.3, size=(3, 6))}
+    indices = np.array([5, 17, 3, 99, 140])
+    part = head.subset(indices)
+    assert part.v_template.shape == (5, 3) and part.n_vertices == head.n_vertices
+    torch.testing.assert_close(part(**params), head(**params)[:, indices], atol=1e-6, rtol=1e-5)

@@ -82,6 +82,16 @@ def test_shapes_and_gradients_reach_the_vertices(head):
     assert expression.grad.abs().sum() > 0 and jaw.grad.abs().sum() > 0
 
 
+def test_features_from_motion_equal_features_from_full_vertices(head):
+    features = MotionFeatures("mouth", head)
+    rng = np.random.default_rng(2)
+    expression = torch.from_numpy(rng.uniform(0, 1, (2, 5, head.n_expression)).astype(np.float32))
+    jaw = torch.from_numpy(rng.uniform(0, 0.3, (2, 5, 3)).astype(np.float32))
+    full = head(expression=expression.reshape(10, -1), jaw=jaw.reshape(10, 3)).reshape(2, 5, -1, 3)
+    torch.testing.assert_close(features.from_motion(expression, jaw), features.from_vertices(full),
+                               atol=1e-4, rtol=1e-4)
+
+
 def test_every_input_kind_has_its_dimension(head):
     assert MotionFeatures("mouth", head).dim == 3 * len(head.vertex_sets["mouth_region"])
     assert MotionFeatures("face", head).dim == 3 * len(head.vertex_sets["face"])
@@ -136,6 +146,8 @@ def test_motion_from_another_head_is_refused(head):
     features = MotionFeatures("mouth", head)
     with pytest.raises(MotionInputError, match="from a different head"):
         features.from_vertices(torch.zeros(1, 4, 5023, 3))
+    with pytest.raises(MotionInputError, match="from a different head"):
+        features.from_motion(torch.zeros(1, 4, 100), torch.zeros(1, 4, 3))
 
 
 def test_checkpoint_that_does_not_match_its_config_is_refused(head, tiny_corpus, tmp_path):

@@ -1,7 +1,8 @@
 """The M2S API the diffusion training uses: a differentiable map from motion to speech.
 
     m2s = load_m2s("models/m2s", head, trainable=False)   # frozen (the paper's default)
-    units, mel = m2s(vertices)          # vertices (B, T, V, 3) from `head`, metres, head frame
+    units, mel = m2s.from_motion(expression, jaw)   # (B, T, E) and (B, T, 3): computes only mouth vertices
+    units, mel = m2s(vertices)          # or full vertices (B, T, V, 3) from `head`, metres, head frame
     # units: (B, 2T, n_units) logits at 50 Hz; mel: (B, 4T, 80) log-mel at 100 Hz
 
 Gradients flow to the vertices whether M2S is frozen or not; `trainable` only decides whether M2S's own
@@ -39,9 +40,10 @@ class M2S(nn.Module):
     def forward(self, vertices: torch.Tensor, lengths: torch.Tensor | None = None):
         return self.network(self.features.from_vertices(vertices), lengths)
 
-    def from_parameters(self, expression: torch.Tensor, jaw: torch.Tensor, lengths=None):
-        """For Exp2Speech checkpoints: expression (B, T, E) and jaw (B, T, 3)."""
-        return self.network(self.features.from_parameters(expression, jaw), lengths)
+    def from_motion(self, expression: torch.Tensor, jaw: torch.Tensor, lengths=None):
+        """expression (B, T, E) and jaw (B, T, 3) in the head's frame: the cheap path (only the input
+        vertices are computed), and the only one for Exp2Speech checkpoints."""
+        return self.network(self.features.from_motion(expression, jaw), lengths)
 
 
 def load_m2s(folder: str | Path, head, trainable: bool = False) -> M2S:

@@ -1,8 +1,8 @@
-"""M2S training data: per clip, motion features (T, D), unit labels (2T,) and log-mel (4T, 80).
+"""M2S training data: per clip, motion (T, E + 3: expression then jaw), unit labels (2T,) and log-mel (4T, 80).
 
-Vertices are computed in the head's own frame (expression and jaw only: no neck, no global pose), because
-what M2S must hear is the lips relative to the head, not where the head points. The same rule holds when
-the diffusion model's output is fed to M2S (`motion_to_vertices`).
+Only expression and jaw are kept: M2S hears the lips relative to the head (no neck, no global pose), and the
+same holds when the diffusion model's output is fed to it. Features are computed per batch from the motion
+(`MotionFeatures.from_motion` poses only the input vertices), so the examples stay small.
 """
 
 from __future__ import annotations
@@ -21,20 +21,18 @@ from training.m2s.model import UNITS_PER_FRAME
 class M2SExample:
     clip_id: str
     speaker: str
-    features: np.ndarray  # (T, D) float32
+    motion: np.ndarray    # (T, E + 3) float32: expression, then jaw
     units: np.ndarray     # (2T,) int64
     mel: np.ndarray       # (4T, 80) float32
 
     @property
     def n_frames(self) -> int:
-        return self.features.shape[0]
+        return self.motion.shape[0]
 
 
-def motion_to_vertices(head, expression: torch.Tensor, jaw: torch.Tensor) -> torch.Tensor:
-    """(B, T, E) expression and (B, T, 3) jaw -> (B, T, V, 3) vertices in the head's frame."""
-    batch, frames = expression.shape[:2]
-    vertices = head(expression=expression.reshape(batch * frames, -1), jaw=jaw.reshape(batch * frames, 3))
-    return vertices.reshape(batch, frames, -1, 3)
+def split_motion(motion: torch.Tensor, n_expression: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(..., E + 3) motion -> expression (..., E), jaw (..., 3)."""
+    return motion[..., :n_expression], motion[..., n_expression:]
 
 
 def clip_log_mel(audio: np.ndarray, n_frames: int) -> np.ndarray:
@@ -44,19 +42,13 @@ def clip_log_mel(audio: np.ndarray, n_frames: int) -> np.ndarray:
     return log_mel_spectrogram(torch.from_numpy(wave))[0].numpy()
 
 
-@torch.no_grad()
-def make_examples(clips, head, features: MotionFeatures, units) -> list[M2SExample]:
-    """Turn corpus clips into M2S examples (features, unit labels, log-mel)."""
+def make_examples(clips, units) -> list[M2SExample]:
+    """Turn corpus clips into M2S examples (motion, unit labels, log-mel)."""
     examples = []
     for clip in clips:
-        expression = torch.from_numpy(clip.expression.astype(np.float32))[None]
-        jaw = torch.from_numpy(clip.jaw.astype(np.float32))[None]
-        if features.kind == "expression":
-            x = features.from_parameters(expression, jaw)[0]
-        else:
-            x = features.from_vertices(motion_to_vertices(head, expression, jaw))[0]
-        n_frames = x.shape[0]
-        examples.append(M2SExample(clip_id=clip.id, speaker=clip.meta.speaker, features=x.numpy(),
+        motion = np.concatenate([clip.expression, clip.jaw], axis=1).astype(np.float32)
+        n_frames = motion.shape[0]
+        examples.append(M2SExample(clip_id=clip.id, speaker=clip.meta.speaker, motion=motion,
                                    units=units.labels(clip)[: n_frames * UNITS_PER_FRAME],
                                    mel=clip_log_mel(clip.audio, n_frames)))
     return examples
@@ -75,8 +67,9 @@ class Augment:
 
 def crop_batch(examples: list[M2SExample], batch_size: int, window: int, rng: np.random.Generator,
                augment: Augment | None = None) -> dict[str, torch.Tensor]:
-    """A batch of random windows of `window` frames (shorter clips are padded and masked)."""
-    feats, units, mels, lengths = [], [], [], []
+    """A batch of random windows of `window` frames (shorter clips are padded and masked); with `augment`,
+    a speed change resamples motion and targets together. Returns motion, units, mel and lengths."""
+    motions, units, mels, lengths = [], [], [], []
     for i in rng.integers(0, len(examples), size=batch_size):
         ex = examples[i]
         rate = 1.0 if augment is None else rng.uniform(1 - augment.speed, 1 + augment.speed)
@@ -85,26 +78,29 @@ def crop_batch(examples: list[M2SExample], batch_size: int, window: int, rng: np
         # Positions (in source frames) of the output frames: `window` frames at `rate` source frames each.
         n_out = min(window, int(span / rate))
         pos = start + np.arange(n_out) * rate
-        feats.append(_interp(ex.features, pos))
+        motions.append(_interp(ex.motion, pos))
         units.append(ex.units[np.clip(((np.arange(n_out * UNITS_PER_FRAME) + 0.5) * rate / UNITS_PER_FRAME
                                        + start) * UNITS_PER_FRAME, 0, len(ex.units) - 1).astype(np.int64)])
         mels.append(_interp(ex.mel, (np.arange(n_out * MELS_PER_FRAME) * rate) + start * MELS_PER_FRAME))
         lengths.append(n_out)
     batch = {
-        "features": torch.zeros(batch_size, window, examples[0].features.shape[1]),
+        "motion": torch.zeros(batch_size, window, examples[0].motion.shape[1]),
         "units": torch.full((batch_size, window * UNITS_PER_FRAME), -100, dtype=torch.long),
         "mel": torch.zeros(batch_size, window * MELS_PER_FRAME, examples[0].mel.shape[1]),
         "lengths": torch.tensor(lengths),
     }
-    for b, (f, u, m, n) in enumerate(zip(feats, units, mels, lengths)):
-        batch["features"][b, :n] = torch.from_numpy(f)
+    for b, (f, u, m, n) in enumerate(zip(motions, units, mels, lengths)):
+        batch["motion"][b, :n] = torch.from_numpy(f)
         batch["units"][b, : n * UNITS_PER_FRAME] = torch.from_numpy(u)
         batch["mel"][b, : n * MELS_PER_FRAME] = torch.from_numpy(m)
-    if augment is not None:
-        scale = torch.from_numpy(rng.uniform(1 - augment.amplitude, 1 + augment.amplitude, (batch_size, 1, 1)))
-        noise = torch.from_numpy(rng.normal(0, augment.noise, batch["features"].shape))
-        batch["features"] = (batch["features"] * scale.float() + noise.float())
     return batch
+
+
+def augment_features(features: torch.Tensor, rng: np.random.Generator, augment: Augment) -> torch.Tensor:
+    """Scale each item's features (offsets from rest) and add noise; numpy's generator keeps resume exact."""
+    scale = rng.uniform(1 - augment.amplitude, 1 + augment.amplitude, (features.shape[0], 1, 1))
+    noise = rng.normal(0, augment.noise, features.shape)
+    return features * torch.from_numpy(scale).float() + torch.from_numpy(noise).float()
 
 
 def _interp(values: np.ndarray, positions: np.ndarray) -> np.ndarray:

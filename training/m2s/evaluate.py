@@ -11,21 +11,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from training.m2s.data import split_motion
+
 SHIFT_FRAMES = 5  # 200 ms at 25 fps
 
 
-def _score(model, features: np.ndarray, ex) -> tuple[float, float, int]:
-    units, mel = model(torch.from_numpy(features)[None])
+def _score(m2s, motion: np.ndarray, ex) -> tuple[float, float, int]:
+    expression, jaw = split_motion(torch.from_numpy(motion)[None], m2s.features.n_expression)
+    units, mel = m2s.from_motion(expression, jaw)
     correct = (units[0].argmax(-1).numpy() == ex.units).sum()
     mel_l1 = (mel[0] - torch.from_numpy(ex.mel)).abs().mean().item()
     return float(correct), mel_l1, len(ex.units)
 
 
 @torch.no_grad()
-def evaluate_m2s(model, examples, seed: int = 0) -> dict[str, dict[str, float]]:
-    """{"true"|"other_clip"|"shifted": {"unit_accuracy", "mel_l1"}} over the examples."""
-    was_training = model.training
-    model.eval()
+def evaluate_m2s(m2s, examples, seed: int = 0) -> dict[str, dict[str, float]]:
+    """{"true"|"other_clip"|"shifted": {"unit_accuracy", "mel_l1"}} of an M2S model over the examples."""
+    was_training = m2s.training
+    m2s.eval()
     rng = np.random.default_rng(seed)
     totals = {k: [0.0, 0.0, 0] for k in ("true", "other_clip", "shifted")}
     for ex in examples:
@@ -34,16 +37,16 @@ def evaluate_m2s(model, examples, seed: int = 0) -> dict[str, dict[str, float]]:
         other = examples[int(rng.choice(others))] if others else ex
         repeats = -(-n // other.n_frames)
         variants = {
-            "true": ex.features,
-            "other_clip": np.concatenate([other.features] * repeats)[:n],
-            "shifted": np.concatenate([np.repeat(ex.features[:1], SHIFT_FRAMES, 0), ex.features])[:n],
+            "true": ex.motion,
+            "other_clip": np.concatenate([other.motion] * repeats)[:n],
+            "shifted": np.concatenate([np.repeat(ex.motion[:1], SHIFT_FRAMES, 0), ex.motion])[:n],
         }
-        for name, feats in variants.items():
-            correct, mel_l1, count = _score(model, np.ascontiguousarray(feats), ex)
+        for name, motion in variants.items():
+            correct, mel_l1, count = _score(m2s, np.ascontiguousarray(motion), ex)
             totals[name][0] += correct
             totals[name][1] += mel_l1 * count
             totals[name][2] += count
-    model.train(was_training)
+    m2s.train(was_training)
     return {k: {"unit_accuracy": c / max(n, 1), "mel_l1": m / max(n, 1)} for k, (c, m, n) in totals.items()}
 
 
@@ -59,7 +62,7 @@ def score_checkpoint(checkpoint, corpus_dir, split: str = "test", head_spec: str
     m2s = load_m2s(checkpoint, head)
     corpus = open_corpus(corpus_dir, full_check=False)
     units = unit_source_from_config(m2s.config["units"])
-    examples = make_examples((corpus.clip(m.id) for m in corpus.split(split)), head, m2s.features, units)
-    scores = evaluate_m2s(m2s.network, examples)
+    examples = make_examples((corpus.clip(m.id) for m in corpus.split(split)), units)
+    scores = evaluate_m2s(m2s, examples)
     counts = np.bincount(np.concatenate([ex.units for ex in examples]), minlength=units.n_units)
     return {**scores, "clips": len(examples), "chance_unit_accuracy": float(counts.max() / counts.sum())}

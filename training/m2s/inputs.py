@@ -1,8 +1,9 @@
 """What M2S reads: motion turned into per-frame feature vectors, one way per input kind.
 
-Vertex inputs ("mouth", "face") take the head's vertices (B, T, V, 3) and keep the named vertex set, as
-offsets from the head's rest positions in centimetres. "expression" takes the expression coefficients and
-the jaw pose. The adapter remembers which head it was built for, so motion from another head is refused.
+Vertex inputs ("mouth", "face") keep the head's named vertex set, as offsets from the rest positions in
+centimetres. "expression" takes the expression coefficients and the jaw pose. Motion comes in either as
+parameters (`from_motion`: only the needed vertices are computed, through `Head.subset`) or as full vertices
+(`from_vertices`). The adapter remembers its head, so motion from another head is refused.
 """
 
 from __future__ import annotations
@@ -34,12 +35,26 @@ class MotionFeatures(nn.Module):
         if kind == "expression":
             self.register_buffer("indices", torch.zeros(0, dtype=torch.long))
             self.register_buffer("rest", torch.zeros(0, 3))
+            self.part = None
             self.dim = head.n_expression + 3
         else:
             indices = torch.as_tensor(head.vertex_sets[VERTEX_SET_FOR_INPUT[kind]], dtype=torch.long)
             self.register_buffer("indices", indices)
-            self.register_buffer("rest", head.v_template[indices].detach().clone())
+            self.register_buffer("rest", torch.from_numpy(head.data.v_template)[indices].clone())
+            self.part = head.subset(indices.numpy())  # computes only these vertices
             self.dim = 3 * len(indices)
+
+    def from_motion(self, expression: torch.Tensor, jaw: torch.Tensor) -> torch.Tensor:
+        """expression (B, T, E) and jaw (B, T, 3), in the head's frame (no neck or global pose: M2S hears the
+        lips relative to the head). Returns features (B, T, D)."""
+        if self.kind == "expression":
+            return self.from_parameters(expression, jaw)
+        if expression.shape[-1] > self.n_expression:
+            raise MotionInputError(f"the motion has {expression.shape[-1]} expression components; the head "
+                                   f"{self.head_identity} has {self.n_expression}: it comes from a different head")
+        batch, frames = expression.shape[:2]
+        vertices = self.part(expression=expression.reshape(batch * frames, -1), jaw=jaw.reshape(batch * frames, 3))
+        return (vertices.reshape(batch, frames, -1, 3) - self.rest).flatten(2) * METRES_TO_CM
 
     def from_vertices(self, vertices: torch.Tensor) -> torch.Tensor:
         """vertices: (B, T, V, 3) in metres, from this head. Returns (B, T, 3 * n_selected) in cm."""

@@ -39,7 +39,7 @@ def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str 
     from backend.head import load_head
     from training.corpus.format import open_corpus
     from training.m2s.api import load_m2s
-    from training.m2s.data import make_examples
+    from training.m2s.data import make_examples, split_motion
     from training.m2s.evaluate import SHIFT_FRAMES
     from training.m2s.units import unit_source_from_config
     from training.m2s.vocoder import GriffinLim
@@ -49,11 +49,11 @@ def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str 
     corpus = open_corpus(corpus_dir, full_check=False)
     clip_id = clip_id or corpus.split("test")[0].id
     clip = corpus.clip(clip_id)
-    example = make_examples([clip], head, m2s.features, unit_source_from_config(m2s.config["units"]))[0]
-    feats = torch.from_numpy(example.features)[None]
-    _, predicted = m2s.network(feats)
-    shifted = torch.cat([feats[:, :1].expand(-1, SHIFT_FRAMES, -1), feats], dim=1)[:, : feats.shape[1]]
-    _, predicted_shifted = m2s.network(shifted)
+    example = make_examples([clip], unit_source_from_config(m2s.config["units"]))[0]
+    motion = torch.from_numpy(example.motion)[None]
+    shifted = torch.cat([motion[:, :1].expand(-1, SHIFT_FRAMES, -1), motion], dim=1)[:, : motion.shape[1]]
+    _, predicted = m2s.from_motion(*split_motion(motion, head.n_expression))
+    _, predicted_shifted = m2s.from_motion(*split_motion(shifted, head.n_expression))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,8 @@ from backend.head import load_head
 from backend.checkpoint import save_checkpoint
 from training.train_state import load_training_state, save_training_state
 from training.corpus.format import open_corpus
-from training.m2s.data import Augment, crop_batch, make_examples
+from training.m2s.api import M2S
+from training.m2s.data import Augment, augment_features, crop_batch, make_examples, split_motion
 from training.m2s.evaluate import evaluate_m2s
 from training.m2s.inputs import MotionFeatures
 from training.m2s.model import M2SConfig, MeshToSpeech
@@ -61,8 +62,11 @@ def lr_at(step: int, cfg: M2STrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def m2s_loss(model, batch, cfg: M2STrainConfig) -> tuple[torch.Tensor, dict]:
-    units, mel = model(batch["features"], batch["lengths"])
+def m2s_loss(m2s: M2S, batch, cfg: M2STrainConfig, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
+    expression, jaw = split_motion(batch["motion"], m2s.features.n_expression)
+    with torch.no_grad():
+        features = augment_features(m2s.features.from_motion(expression, jaw), rng, cfg.augment)
+    units, mel = m2s.network(features, batch["lengths"])
     unit_loss = torch.nn.functional.cross_entropy(units.flatten(0, 1), batch["units"].flatten(),
                                                   ignore_index=-100, label_smoothing=cfg.label_smoothing)
     mel_mask = (batch["units"] != -100).repeat_interleave(2, dim=1)[..., None]
@@ -89,13 +93,14 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
         units = PhoneUnits()
     cfg.model.n_units = units.n_units
     val_metas = corpus.split("val")[: max(2, cfg.max_clips // 4) if cfg.max_clips else None]
-    train_set = make_examples((corpus.clip(m.id) for m in train_metas), head, features, units)
-    val_set = make_examples((corpus.clip(m.id) for m in val_metas), head, features, units)
+    train_set = make_examples((corpus.clip(m.id) for m in train_metas), units)
+    val_set = make_examples((corpus.clip(m.id) for m in val_metas), units)
     if not train_set:
         raise SystemExit(f"{cfg.corpus}: no training clips")
 
     # 2. Model and optimizer (resumed exactly: weights, optimizer moments, step, log and RNG).
     model = MeshToSpeech(cfg.model, features.dim)
+    m2s = M2S(features, model, _config_json(cfg, head, features, units))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
     step, log = 0, []
     if resume and (out / "train_state.pt").exists():
@@ -109,7 +114,7 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = crop_batch(train_set, cfg.batch_size, cfg.window, rng, cfg.augment)
-        loss, parts = m2s_loss(model, batch, cfg)
+        loss, parts = m2s_loss(m2s, batch, cfg, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -122,9 +127,9 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if val_set:
                 model.eval()
-                log[-1]["val"] = evaluate_m2s(model, val_set)["true"]
+                log[-1]["val"] = evaluate_m2s(m2s, val_set)["true"]
                 model.train()
-            save_checkpoint(out, model, _config_json(cfg, head, features, units))
+            save_checkpoint(out, model, m2s.config)
             save_training_state(out, model, optimizer, step, log, rng)
         bar(step, loss.item())
     (out / "log.json").write_text(json.dumps(log, indent=1))
