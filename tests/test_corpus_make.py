@@ -87,3 +87,17 @@ def test_missing_voice_and_unwritable_folder(tmp_path):
     result = thunder("corpus", "make", str(blocker / "corpus"), "--clips", "1", *VOICES[:2])
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "cannot write the corpus folder" in result.stderr
+
+
+def test_render_a_clip_to_video_with_its_audio(tiny, tmp_path):
+    out, _ = tiny
+    clip = open_corpus(out).metas[0]
+    video = tmp_path / "clip.mp4"
+    result = thunder("corpus", "render", str(out), clip.id, str(video), "--resolution", "96", "--keep-frames")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_type,nb_frames",
+                            "-of", "csv=p=0", str(video)], capture_output=True, text=True, timeout=60)
+    streams = probe.stdout.split()
+    assert any(s.startswith("video") for s in streams) and any(s.startswith("audio") for s in streams), streams
+    frames = int(next(s for s in streams if s.startswith("video")).split(",")[1])
+    assert abs(frames - clip.n_frames) <= 1
