@@ -1,0 +1,27 @@
+"""Denoiser wrappers: they hide how a network was trained, so every sampler sees `denoiser(x, sigma) -> x0`."""
+
+from __future__ import annotations
+
+import torch
+
+
+class VPDenoiser(torch.nn.Module):
+    """A network trained as DDPM to predict x0: `network(x_t, t, **extra) -> x0` with x_t = sqrt(a_t) x0 +
+    sqrt(1 - a_t) noise and t an integer timestep. Seen from a VE sampler, x_t = x / sqrt(1 + sigma^2) and t is
+    the (fractional) timestep whose noise level is sigma, found by interpolating log-sigma."""
+
+    def __init__(self, network, train_sigmas: torch.Tensor):
+        super().__init__()
+        self.network = network
+        self.register_buffer("log_sigmas", train_sigmas.log())
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Fractional DDPM timestep (0-based) of each noise level, clamped to the trained range."""
+        log_sigma = sigma.log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
+        upper = torch.searchsorted(self.log_sigmas, log_sigma).clamp(1, len(self.log_sigmas) - 1)
+        lo, hi = self.log_sigmas[upper - 1], self.log_sigmas[upper]
+        return (upper - 1) + (log_sigma - lo) / (hi - lo)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
+        scale = (1 + sigma**2).rsqrt().reshape(-1, *([1] * (x.ndim - 1)))
+        return self.network(x * scale, self.timestep(sigma), **extra)
