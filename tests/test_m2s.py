@@ -105,6 +105,7 @@ def test_tiny_training_run_loss_drops_and_saves_a_loadable_checkpoint(head, tiny
     log = json.loads((out / "log.json").read_text())
     first, last = log[0]["unit_ce"], log[-1]["unit_ce"]
     assert last < first - 0.5, (first, last)
+    assert (out / "training_curves.png").stat().st_size > 1000
     m2s = load_m2s(out, head)
     assert not any(p.requires_grad for p in m2s.parameters())
     verts = head(expression=torch.zeros(5, head.n_expression)).reshape(1, 5, -1, 3).requires_grad_()

@@ -27,6 +27,7 @@ from training.m2s.evaluate import evaluate_m2s
 from training.m2s.inputs import MotionFeatures
 from training.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.units import KMeansUnits, PhoneUnits, unit_config
+from training.plots import plot_training_log
 
 
 @dataclasses.dataclass
@@ -133,6 +134,8 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
             save_training_state(out, model, optimizer, step, log, rng)
         bar(step, loss.item())
     (out / "log.json").write_text(json.dumps(log, indent=1))
+    plot_training_log(log, out / "training_curves.png", f"M2S ({cfg.model.input} input) on {cfg.corpus}",
+                      ("unit_ce", "mel_l1"))
     return out
 
 
