@@ -19,6 +19,7 @@ import torch
 
 from backend.head import load_head
 from backend.checkpoint import save_checkpoint
+from backend.errors import ThunderError
 from training.train_state import load_training_state, save_training_state
 from training.corpus.format import open_corpus
 from training.m2s.api import M2S
@@ -97,7 +98,7 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
     train_set = make_examples((corpus.clip(m.id) for m in train_metas), units)
     val_set = make_examples((corpus.clip(m.id) for m in val_metas), units)
     if not train_set:
-        raise SystemExit(f"{cfg.corpus}: no training clips")
+        raise ThunderError(f"{cfg.corpus}: the corpus has no training clips")
 
     # 2. Model and optimizer (resumed exactly: weights, optimizer moments, step, log and RNG).
     model = MeshToSpeech(cfg.model, features.dim)
