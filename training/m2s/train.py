@@ -83,14 +83,14 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    # 1. Data: features, unit labels and mel for the training and validation voices.
+    # 1. Data: motion, unit labels and mel for the training and validation voices.
     head = load_head(cfg.head)
     corpus = open_corpus(cfg.corpus, full_check=False)
     features = MotionFeatures(cfg.model.input, head)
     train_metas = corpus.split("train")[: cfg.max_clips or None]
     if cfg.units == "kmeans":
-        units = KMeansUnits.fit(cfg.ssl_model, cfg.ssl_layer, (corpus.clip(m.id) for m in train_metas[: cfg.kmeans_clips]),
-                                cfg.kmeans_units, seed=cfg.seed)
+        fit_clips = (corpus.clip(m.id) for m in train_metas[: cfg.kmeans_clips])
+        units = KMeansUnits.fit(cfg.ssl_model, cfg.ssl_layer, fit_clips, cfg.kmeans_units, seed=cfg.seed)
     else:
         units = PhoneUnits()
     cfg.model.n_units = units.n_units
@@ -128,9 +128,7 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
         # 4. Eval and checkpoint (atomically; the training state makes --resume exact).
         if step % cfg.eval_every == 0 or step == cfg.steps:
             if val_set:
-                model.eval()
-                log[-1]["val"] = evaluate_m2s(m2s, val_set)["true"]
-                model.train()
+                log[-1]["val"] = evaluate_m2s(m2s, val_set)["true"]  # restores training mode itself
             save_checkpoint(out, model, m2s.config)
             save_training_state(out, model, optimizer, step, log, rng)
         bar(step, loss.item())
