@@ -7,13 +7,13 @@ and renamed, config last, so a killed process never leaves a half-written checkp
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from backend.errors import ThunderError
+from backend.files import write_atomically
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -23,19 +23,13 @@ class CheckpointError(ThunderError):
     """A checkpoint is missing, damaged, or does not match its config or its head."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, config: dict) -> Path:
     """Write the model's weights and its config into `folder`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(folder / WEIGHTS, lambda p: save_file(state, str(p)))
-    _atomic_write(folder / CONFIG, lambda p: p.write_text(json.dumps(config, indent=1)))
+    write_atomically(folder / WEIGHTS, lambda p: save_file(state, str(p)))
+    write_atomically(folder / CONFIG, lambda p: p.write_text(json.dumps(config, indent=1)))
     return folder
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import HeadFileError
+from backend.files import write_atomically
 
 JOINT_NAMES = ("global", "neck", "jaw", "eye_left", "eye_right")
 FLAME_N_SHAPE = 300  # FLAME 2020 and 2023 put 300 shape components before the expression components.
@@ -367,11 +368,8 @@ def save_head_npz(data: HeadData, path: str | Path) -> Path:
         raise HeadFileError(f"{path}: already exists; choose another name or remove it first")
     if not path.parent.is_dir():
         raise HeadFileError(f"{path.parent}: no such folder")
-    tmp = path.with_name(path.name + ".partial.npz")
     try:
-        write_npz(tmp, head_data_to_arrays(data))
-        tmp.replace(path)
+        write_atomically(path, lambda tmp: write_npz(tmp, head_data_to_arrays(data)))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise HeadFileError(f"{path}: cannot write the file ({exc.strerror})") from exc
     return path

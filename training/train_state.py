@@ -6,11 +6,12 @@ loads with weights_only=True), atomically, after the weights.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from backend.files import write_atomically
 
 STATE = "train_state.pt"
 
@@ -18,9 +19,7 @@ STATE = "train_state.pt"
 def save_training_state(folder: Path, model, optimizer, step: int, log: list, rng: np.random.Generator) -> None:
     state = {"step": step, "log": log, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state}
-    tmp = Path(folder) / f".{STATE}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, Path(folder) / STATE)
+    write_atomically(Path(folder) / STATE, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(folder: Path, model, optimizer) -> tuple[int, list, np.random.Generator]:

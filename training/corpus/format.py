@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from backend.audio import MOTION_FPS as FPS
 from backend.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, write_wav
+from backend.files import write_atomically
 from training.corpus.errors import ClipError, CorpusError, OutputFolderError
 
 FORMAT_NAME = "thunder-corpus"
@@ -152,12 +152,6 @@ def to_mono_16k(audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".part")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def prepare_output(root: str | Path) -> Path:
     """Create the corpus folder (and clips/) and check it is writable, or raise OutputFolderError."""
     root = Path(root)
@@ -177,15 +171,15 @@ def write_clip(root: str | Path, clip: Clip) -> None:
     paths = clip_paths(root, clip.id)
     try:
         paths["wav"].parent.mkdir(parents=True, exist_ok=True)
-        _atomic(paths["wav"], lambda p: write_wav(p, clip.audio))
+        write_atomically(paths["wav"], lambda p: write_wav(p, clip.audio))
 
         def save_npz(p):
             with open(p, "wb") as f:
                 np.savez(f, **{k: np.asarray(v, dtype=np.float32) for k, v in clip.motion().items()})
 
-        _atomic(paths["npz"], save_npz)
+        write_atomically(paths["npz"], save_npz)
         text = json.dumps(clip.meta.to_json(), indent=1)
-        _atomic(paths["json"], lambda p: p.write_text(text))
+        write_atomically(paths["json"], lambda p: p.write_text(text))
     except OSError as exc:
         raise OutputFolderError(f"cannot write clip {clip.id} to {root}: {exc.strerror or exc}") from None
 
@@ -321,7 +315,7 @@ def write_index(root: str | Path, header: dict, metas: list[ClipMeta]) -> Path:
             **header, "clips": rows}
     path = Path(root) / "index.json"
     try:
-        _atomic(path, lambda p: p.write_text(json.dumps(data, indent=1)))
+        write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=1)))
     except OSError as exc:
         raise OutputFolderError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

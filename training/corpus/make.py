@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from backend.progress import ProgressBar
 from training.corpus.errors import CorpusError, ThunderError
-from training.corpus.format import (FPS, SAMPLE_RATE, Clip, ClipMeta, clip_is_written, frames_for_samples,
+from training.corpus.format import (SAMPLE_RATE, Clip, ClipMeta, clip_is_written, frames_for_samples,
                                     prepare_output, read_meta, write_clip, write_index)
 from training.corpus.text import make_sentences
 from training.corpus.voices import ENGINES, VoiceConfig, check_voice, choose_voices, split_by_voice
@@ -137,35 +137,23 @@ def _run_job(args) -> tuple[str, float, str | None]:
 
 # ------------------------------------------------------------------------------------------------ the run
 class Progress:
-    """A one-line progress bar on stderr: clips, hours of speech, speed, time left."""
+    """The corpus run's progress: clips, hours of speech, speed and failures on one bar."""
 
-    def __init__(self, total: int, stream=sys.stderr, width: int = 28):
-        self.total, self.stream, self.width = total, stream, width
+    def __init__(self, total: int, stream=None):
+        self.bar = ProgressBar(total, stream=stream)
         self.done = self.failed = 0
         self.seconds = 0.0
-        self.start = time.monotonic()
-        self.last = 0.0
 
     def update(self, seconds: float, failed: bool) -> None:
         self.done += 1
         self.failed += failed
         self.seconds += seconds
-        now = time.monotonic()
-        if now - self.last < 0.5 and self.done < self.total:
-            return
-        self.last = now
-        elapsed = now - self.start
-        frac = self.done / max(self.total, 1)
-        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        eta = elapsed / max(self.done, 1) * (self.total - self.done)
-        speed = self.seconds / max(elapsed, 1e-9)
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} clips  {self.seconds / 3600:.2f} h speech  "
-                          f"{speed:.1f} h/h  {self.failed} failed  ETA {eta / 60:.0f} min ")
-        self.stream.flush()
+        speed = self.seconds / max(time.monotonic() - self.bar.start, 1e-9)
+        self.bar.update(self.done, f"clips  {self.seconds / 3600:.2f} h speech  {speed:.1f} h/h  "
+                                   f"{self.failed} failed")
 
     def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+        self.bar.close()
 
 
 def make_corpus(out: str | Path, settings: MakeSettings, workers: int = 2, progress: bool = True,

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, log_mel_spectrogram
-from training.m2s.inputs import MotionFeatures
 from training.m2s.model import UNITS_PER_FRAME
 
 

@@ -20,6 +20,7 @@ import torch
 from backend.head import load_head
 from backend.checkpoint import save_checkpoint
 from backend.errors import ThunderError
+from backend.progress import ProgressBar
 from training.train_state import load_training_state, save_training_state
 from training.corpus.format import open_corpus
 from training.m2s.api import M2S
@@ -110,7 +111,7 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
 
     # 3. Loop.
     started = time.time()
-    bar = _progress(cfg.steps, step, progress)
+    bar = ProgressBar(cfg.steps, label="m2s") if progress else None
     model.train()
     while step < cfg.steps:
         for group in optimizer.param_groups:
@@ -131,7 +132,10 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
                 log[-1]["val"] = evaluate_m2s(m2s, val_set)["true"]  # restores training mode itself
             save_checkpoint(out, model, m2s.config)
             save_training_state(out, model, optimizer, step, log, rng)
-        bar(step, loss.item())
+        if bar:
+            bar.update(step, f"loss {loss.item():.3f}")
+    if bar:
+        bar.close()
     (out / "log.json").write_text(json.dumps(log, indent=1))
     plot_training_log(log, out / "training_curves.png", f"M2S ({cfg.model.input} input) on {cfg.corpus}",
                       ("unit_ce", "mel_l1"))
@@ -143,18 +147,3 @@ def _config_json(cfg: M2STrainConfig, head, features: MotionFeatures, units) -> 
             "input_dim": features.dim, "head": {"name": head.name, "identity": head.identity},
             "units": unit_config(units),
             "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model",)}}
-
-
-def _progress(total: int, start: int, enabled: bool):
-    last = [0.0]
-
-    def update(step: int, loss: float):
-        if enabled and (time.time() - last[0] > 2 or step == total):
-            last[0] = time.time()
-            filled = int(30 * step / total)
-            print(f"\rm2s [{'#' * filled}{'.' * (30 - filled)}] {step}/{total} loss {loss:.3f}", end="",
-                  flush=True)
-            if step == total:
-                print()
-
-    return update
