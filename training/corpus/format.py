@@ -22,6 +22,11 @@ import numpy as np
 
 from backend.audio import MOTION_FPS as FPS
 from backend.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, write_wav
+# Audio is read in one place, backend.audio_io; read_audio and to_mono_16k stay importable from here for the
+# synthesizer and the converter.
+from backend.audio_io import AudioFileError
+from backend.audio_io import read_samples as read_audio  # noqa: F401
+from backend.audio_io import to_mono_16k  # noqa: F401
 from backend.files import write_atomically
 from training.corpus.errors import ClipError, CorpusError, OutputFolderError
 
@@ -123,32 +128,6 @@ def assign_splits(groups: list[str], seed: int, val: float = 0.1, test: float = 
         n_val = max(1, int(round(val * len(groups))))
         n_test = max(1, int(round(test * len(groups))))
     return {g: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, g in enumerate(order)}
-
-
-# ---------------------------------------------------------------------------------------------- audio
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Any PCM or float WAV file to (samples (n,) or (n, channels) float32 in [-1, 1], sample rate)."""
-    from scipy.io import wavfile
-
-    rate, data = wavfile.read(str(path))
-    if data.dtype.kind == "i":
-        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
-    elif data.dtype.kind == "u":
-        data = (data.astype(np.float32) - 128.0) / 128.0
-    return data.astype(np.float32), int(rate)
-
-
-def to_mono_16k(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Mix channels down and resample (polyphase) to 16 kHz: the one audio conversion the corpus uses."""
-    from scipy.signal import resample_poly
-
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2:
-        audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        g = math.gcd(int(rate), SAMPLE_RATE)
-        audio = resample_poly(audio, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
-    return audio
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -292,7 +271,7 @@ def read_clip(root: str | Path, clip_id: str) -> Clip:
             raise ClipError(clip_id, f"the file {paths[kind].name} is missing")
     try:
         audio, rate = read_audio(paths["wav"])
-    except (OSError, ValueError) as exc:
+    except (OSError, AudioFileError) as exc:
         raise ClipError(clip_id, f"the audio cannot be read ({exc})") from None
     if rate != SAMPLE_RATE or audio.ndim != 1:
         raise ClipError(clip_id, f"the audio must be {SAMPLE_RATE} Hz mono; got {rate} Hz with shape {audio.shape}")
