@@ -1,0 +1,187 @@
+"""The reference metrics of training.metrics on tiny arrays with known answers, and the vertex sets they use
+on the built-in head (the upper face without the skin hidden behind the eyeballs)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from backend.builtin_head import build
+from backend.head import Head, load_head
+from training.metrics import (
+    correlations,
+    lip_spread,
+    lip_sync_correlations,
+    lip_vertex_error,
+    metric_vertex_sets,
+    take_spread,
+    upper_face_diversity,
+    upper_face_dynamics_deviation,
+)
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def head():
+    return load_head("builtin")
+
+
+def blink_displacement(head) -> np.ndarray:
+    """(V,) how far each vertex moves from rest to both eyes fully closed (eyeBlinkLeft/Right = 1)."""
+    expression = torch.zeros(2, head.n_expression)
+    for name in ("eyeBlinkLeft", "eyeBlinkRight"):
+        expression[1, head.expression_names.index(name)] = 1.0
+    v = head(expression=expression).detach().numpy().astype(np.float64)
+    return np.linalg.norm(v[1] - v[0], axis=-1)
+
+
+# --- LVE ---------------------------------------------------------------------------------------------------
+
+def test_lve_of_a_constant_offset_is_the_offset_in_mm():
+    ref = RNG.normal(size=(5, 8, 3)) * 0.01
+    pred = ref + np.array([0.003, -0.004, 0.0])  # 5 mm
+    assert lip_vertex_error(pred, ref, np.arange(8)) == pytest.approx(5.0)
+    assert lip_vertex_error(torch.from_numpy(pred), torch.from_numpy(ref), [0, 3]) == pytest.approx(5.0)
+
+
+def test_lve_takes_the_worst_lip_vertex_of_each_frame_and_ignores_other_vertices():
+    ref = np.zeros((2, 4, 3))
+    pred = ref.copy()
+    pred[0, 1, 0] = 0.002  # frame 0: one lip vertex 2 mm off, the others exact
+    pred[1, :3, 1] = 0.004  # frame 1: all lip vertices 4 mm off
+    pred[:, 3, 2] = 0.5  # vertex 3 is no lip vertex
+    assert lip_vertex_error(pred, ref, [0, 1, 2]) == pytest.approx(0.5 * (2.0 + 4.0))
+
+
+# --- PCC / CCC ---------------------------------------------------------------------------------------------
+
+def test_correlations_of_identical_signals_are_one_and_ccc_punishes_scale():
+    a = np.sin(np.linspace(0, 6, 50))
+    assert correlations(a, a) == pytest.approx((1.0, 1.0))
+    pcc, ccc = correlations(a, 0.5 * a)
+    assert pcc == pytest.approx(1.0)
+    # Known answer for b = s a (zero-mean a): CCC = 2 s var / (var + s^2 var + (1 - s)^2 mean^2).
+    s, mean, var = 0.5, a.mean(), a.var()
+    assert ccc == pytest.approx(2 * s * var / (var + s * s * var + (1 - s) ** 2 * mean**2))
+    assert ccc < pcc
+    assert correlations(a, -a)[0] == pytest.approx(-1.0)
+
+
+def test_constant_signals_give_nan_not_a_crash():
+    a, flat = np.linspace(0, 1, 10), np.full(10, 0.3)
+    pcc, ccc = correlations(a, flat)
+    assert np.isnan(pcc) and ccc == 0.0  # a frozen mouth scores 0 in CCC, it does not drop out as NaN
+    assert all(np.isnan(correlations(flat, flat)))
+
+
+def test_lip_sync_correlations_use_the_lip_distance(head):
+    lm = head.landmarks
+    opening = np.abs(np.sin(np.linspace(0, 5, 20)))
+    ref = np.zeros((20, head.n_vertices, 3))
+    ref[:, lm["lower_lip_center"], 1] = -0.01 * opening
+    pred = ref.copy()
+    pred[:, lm["lower_lip_center"], 1] *= 0.5
+    pcc, ccc = lip_sync_correlations(pred, ref, lm)
+    assert pcc == pytest.approx(1.0) and ccc < 0.9
+
+
+# --- spread across takes ------------------------------------------------------------------------------------
+
+def test_take_spread_known_answers():
+    take = RNG.normal(size=(6, 5, 3)) * 0.01
+    assert take_spread(np.stack([take, take, take]), np.arange(5)) == 0.0
+    shifted = take + np.array([0.0, 0.0, 0.002])
+    # Pairs (a, a), (a, a+2mm), (a, a+2mm): mean 4/3 mm.
+    assert take_spread(np.stack([take, take, shifted]), [1, 2]) == pytest.approx(4.0 / 3.0)
+    assert take_spread(torch.from_numpy(np.stack([take, shifted])), [0]) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        take_spread(take[None], [0])
+
+
+def test_diversity_and_lip_spread_pick_their_vertex_sets(head):
+    sets = metric_vertex_sets(head)
+    rest = head.data.v_template.astype(np.float64)
+    moved = np.repeat(rest[None], 3, axis=0)
+    moved[:, sets["upper_face"], 0] += 0.001  # the upper face 1 mm to the side, the lips still
+    takes = np.stack([np.repeat(rest[None], 3, axis=0), moved])
+    assert upper_face_diversity(takes, head) == pytest.approx(1.0)
+    assert lip_spread(takes, head) == pytest.approx(0.0)
+
+
+# --- FDD ---------------------------------------------------------------------------------------------------
+
+def test_fdd_known_answers():
+    rest = RNG.normal(size=(4, 3)) * 0.05
+    on_off = np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])  # population std 0.5
+
+    def clip(amplitude_m):
+        return rest[None] + amplitude_m * on_off[:, None, None] * np.array([0.0, 1.0, 0.0])
+
+    ref = clip(0.004)  # every vertex's displacement norm alternates 0 / 4 mm: std 2 mm
+    assert upper_face_dynamics_deviation(ref, ref, np.arange(4), rest) == 0.0
+    assert upper_face_dynamics_deviation(clip(0.001), ref, np.arange(4), rest) == pytest.approx(1.5)
+    assert upper_face_dynamics_deviation(clip(0.010), ref, [2], rest) == pytest.approx(3.0)
+    # The rest is the template, not the first frame: a clip that only holds a blink-like offset has no FDD
+    # against a still reference, whatever frame it starts on.
+    still = np.repeat(rest[None] + 0.003, 5, axis=0)
+    assert upper_face_dynamics_deviation(still, rest[None].repeat(7, 0), np.arange(4), rest) == 0.0
+
+
+# --- the vertex sets the metrics use -------------------------------------------------------------------------
+
+def test_upper_face_drops_the_skin_hidden_behind_the_eyeballs(head):
+    sets = metric_vertex_sets(head)
+    upper = head.vertex_sets["upper_face"]
+    kept = sets["upper_face"]
+    dropped = np.setdiff1d(upper, kept)
+    assert set(kept.tolist()) <= set(upper.tolist())
+    assert 0 < len(dropped) < 0.2 * len(upper)
+    assert np.array_equal(sets["lips"], np.sort(head.vertex_sets["lips"]))
+
+    # A blink moves no kept vertex further than the visible upper lid travels (the generator closes the
+    # aperture at LID_CLOSE_LINE of its height), but it moves some of the dropped, hidden skin further.
+    lid_travel = (build.EYE_OPEN_TOP + build.EYE_OPEN_BOTTOM) * build.LID_CLOSE_LINE
+    moved = blink_displacement(head)
+    assert moved[kept].max() < lid_travel
+    assert moved[dropped].max() > lid_travel + 0.002
+
+
+def test_the_dropped_skin_is_hidden_by_the_eyeball_mesh_from_the_front(head):
+    """Checked against the eyeball triangles themselves, not the sphere the rule uses: a ray from each
+    dropped vertex towards the viewer (+z) hits an eyeball."""
+    sets = metric_vertex_sets(head)
+    dropped = np.setdiff1d(head.vertex_sets["upper_face"], sets["upper_face"])
+    v = head.data.v_template.astype(np.float64)
+    eyes = np.zeros(len(v), dtype=bool)
+    eyes[head.vertex_sets["eyes"]] = True
+    faces = head.data.faces[eyes[head.data.faces].all(axis=1)]
+    a, b, c = (v[faces[:, k]] for k in range(3))  # (F, 3)
+    origin = v[dropped][:, None, :]  # (N, 1, 3)
+    # Moller-Trumbore for the direction (0, 0, 1): the ray hits where barycentrics are in [0, 1].
+    e1, e2 = b - a, c - a
+    p = np.cross(np.array([0.0, 0.0, 1.0]), e2)
+    det = np.einsum("fk,fk->f", e1, p)
+    s = origin - a
+    u = np.einsum("nfk,fk->nf", s, p) / det
+    q = np.cross(s, e1)
+    w = q[..., 2] / det
+    t = np.einsum("nfk,fk->nf", q, e2) / det
+    hit = (u >= 0) & (w >= 0) & (u + w <= 1) & (t > 0)
+    assert hit.any(axis=1).all()
+
+
+def test_a_head_lacking_sets_falls_back_to_those_it_has(head):
+    data = head.data
+    kept = {k: v for k, v in data.vertex_sets.items()
+            if k not in ("lips", "upper_face", "eyes", "eye_left", "eye_right")}
+    reduced = Head(dataclasses.replace(data, vertex_sets=kept))
+    sets = metric_vertex_sets(reduced)
+    assert np.array_equal(sets["lips"], np.union1d(data.vertex_sets["lips_upper"], data.vertex_sets["lips_lower"]))
+    # The face stands in for the upper face; the eyeballs come from the skinning weights and still hide the
+    # same skin.
+    full = metric_vertex_sets(head)
+    dropped = np.setdiff1d(data.vertex_sets["upper_face"], full["upper_face"])
+    assert set(full["upper_face"].tolist()) <= set(sets["upper_face"].tolist())
+    assert not set(dropped.tolist()) & set(sets["upper_face"].tolist())
