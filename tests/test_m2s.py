@@ -1,8 +1,9 @@
 """Mesh-to-speech: shapes, gradients to the vertices, save/load/resume, a tiny run whose loss drops, the
 k-means unit path on a tiny random HuBERT, and clear errors for another head's motion or a bad checkpoint.
 
-The tiny corpus is written here with the corpus format and the articulation model (no speech engines):
-random phone strings drive the mouth, so units are learnable from motion; the audio is a tone per phone.
+The tiny corpus (tests/corpus_fixtures.py) is written with the corpus format and the articulation model (no
+speech engines): random phone strings drive the mouth, so units are learnable from motion; the audio is a tone
+per phone.
 """
 
 import dataclasses
@@ -14,9 +15,7 @@ import torch
 
 from backend.checkpoint import CheckpointError
 from backend.head import load_head
-from training.corpus.articulation import Style, articulate
-from training.corpus.format import Clip, ClipMeta, Segment, prepare_output, write_clip, write_index
-from training.corpus.text import PHONES
+from corpus_fixtures import write_tiny_corpus
 from training.m2s.api import load_m2s
 from training.m2s.inputs import MotionFeatures, MotionInputError
 from training.m2s.model import M2SConfig, MeshToSpeech
@@ -30,44 +29,9 @@ def head():
     return load_head("builtin")
 
 
-def _phone_string(rng, seconds):
-    segments, t = [Segment("SIL", 0.0, 0.2)], 0.2
-    while t < seconds - 0.3:
-        d = float(rng.uniform(0.06, 0.16))
-        segments.append(Segment(str(rng.choice(PHONES)), t, t + d))
-        t += d
-    segments.append(Segment("SIL", t, seconds))
-    return segments
-
-
 @pytest.fixture(scope="module")
 def tiny_corpus(head, tmp_path_factory):
-    root = prepare_output(tmp_path_factory.mktemp("corpus"))
-    rng = np.random.default_rng(0)
-    metas = []
-    for i in range(12):
-        seconds = float(rng.uniform(2.0, 3.0))
-        n_samples = int(seconds * 16000)
-        n_frames = -(-n_samples // 640)
-        phones = _phone_string(rng, seconds)
-        expression, jaw, _ = articulate(head, phones, n_frames, Style())
-        t = np.arange(n_samples) / 16000
-        audio = np.zeros(n_samples, dtype=np.float32)
-        for seg in phones[1:-1]:
-            f0 = 200 + 40 * PHONES.index(seg.label)
-            on = (t >= seg.start) & (t < seg.end)
-            audio[on] = 0.3 * np.sin(2 * np.pi * f0 * t[on])
-        split = "train" if i < 9 else ("val" if i < 10 else "test")
-        meta = ClipMeta(id=f"clip{i:03d}", head={"name": head.name, "identity": head.identity},
-                        speaker=f"voice{i % 3}" if split == "train" else split, split=split,
-                        n_frames=n_frames, n_samples=n_samples, text="random phones", words=None, phones=phones)
-        zeros3 = np.zeros((n_frames, 3), np.float32)
-        write_clip(root, Clip(meta=meta, audio=audio, expression=expression, jaw=jaw, neck=zeros3,
-                              eyes=np.zeros((n_frames, 6), np.float32)))
-        metas.append(meta)
-    write_index(root, {"head": {"name": head.name, "identity": head.identity},
-                       "expression_names": list(head.expression_names)}, metas)
-    return root
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), head)
 
 
 def test_shapes_and_gradients_reach_the_vertices(head):

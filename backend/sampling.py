@@ -1,0 +1,155 @@
+"""Sampling takes from a THUNDER model: windows over long audio, guidance, seeds. Pure orchestration: the
+noise levels come from `backend.diffusion.schedules`, the solvers from `backend.diffusion.samplers`, the
+network from `backend.diffusion.network`.
+
+Long audio is cut into windows of `window` frames that overlap by `context` frames. Every window after the
+first is given the last `context` frames of the motion already made as known motion (the network was
+trained to continue it), and only its new frames are kept, so minutes come out without seams.
+
+Seeds: each take has its own generator, seeded with its seed, and draws its noise window by window on the
+CPU; so the same seed, audio and settings give the same take whatever else is in the batch, and another
+seed gives another take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from backend.diffusion.denoisers import VPDenoiser
+from backend.diffusion.samplers import SAMPLERS, Callback, SamplerStep
+from backend.diffusion.schedules import karras_sigmas, timestep_sigmas
+from backend.errors import ThunderError
+
+
+class SamplingError(ThunderError):
+    """Sampling settings the model cannot honour (unknown emotion, bad step count...)."""
+
+
+@dataclasses.dataclass
+class SamplingSettings:
+    steps: int = 10
+    sampler: str = "dpmpp_2m"        # ddim | heun | dpmpp_2m
+    spacing: str = "karras"          # karras | timesteps (DDIM's even spacing in t)
+    guidance: float = 1.0            # classifier-free guidance on audio; 1 = none (one network call)
+    emotion_guidance: float = 1.0    # the same on emotion
+    emotion: str = "neutral"
+    intensity: float = 0.0
+    window: int = 100                # frames per window (4 s)
+    context: int = 10                # frames each window continues from the previous one
+
+    def check(self, emotions) -> None:
+        if self.emotion not in emotions:
+            raise SamplingError(f"unknown emotion '{self.emotion}'; this model knows {', '.join(emotions)}")
+        if not 0.0 <= self.intensity <= 1.0:
+            raise SamplingError(f"emotion intensity {self.intensity} is outside 0..1")
+        if self.sampler not in SAMPLERS:
+            raise SamplingError(f"unknown sampler '{self.sampler}'; choose {', '.join(SAMPLERS)}")
+        if self.spacing not in ("karras", "timesteps"):
+            raise SamplingError(f"unknown step spacing '{self.spacing}'; choose karras or timesteps")
+        if not 1 <= self.steps <= 1000:
+            raise SamplingError(f"{self.steps} sampler steps: choose between 1 and 1000")
+        if not 0 <= self.context < self.window:
+            raise SamplingError(f"context {self.context} must be shorter than the window {self.window}")
+
+
+def sampling_sigmas(train_sigmas: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+    if settings.spacing == "karras" and settings.steps > 1:
+        return karras_sigmas(settings.steps, float(train_sigmas[0]), float(train_sigmas[-1]))
+    return timestep_sigmas(train_sigmas, settings.steps)
+
+
+class GuidedNetwork:
+    """The denoiser network with classifier-free guidance folded in: `(x_t, t, **cond) -> x0`.
+
+    x0 = x0(no audio) + g_a (x0(audio) - x0(no audio)) + (g_e - 1) (x0(audio) - x0(audio, no emotion));
+    only the calls a guidance scale other than 1 needs are made, batched into one network call."""
+
+    def __init__(self, network, guidance: float, emotion_guidance: float):
+        self.network, self.guidance, self.emotion_guidance = network, guidance, emotion_guidance
+
+    def __call__(self, x_t, t, audio, emotion, intensity, style, known, known_mask):
+        batch = x_t.shape[0]
+        present = torch.ones(batch, dtype=torch.bool, device=x_t.device)
+        variants = [(present, emotion)]
+        if self.guidance != 1.0:
+            variants.append((~present, emotion))
+        if self.emotion_guidance != 1.0:
+            variants.append((present, torch.full_like(emotion, self.network.no_emotion)))
+        n = len(variants)
+        out = self.network(x_t.repeat(n, 1, 1), t.repeat(n), audio.repeat(n, 1, 1),
+                           audio_present=torch.cat([v[0] for v in variants]),
+                           emotion=torch.cat([v[1] for v in variants]), intensity=intensity.repeat(n),
+                           style=None if style is None else style.repeat(n, 1),
+                           known=known.repeat(n, 1, 1), known_mask=known_mask.repeat(n, 1)).split(batch)
+        x0, k = out[0], 1
+        if self.guidance != 1.0:
+            x0 = out[k] + self.guidance * (out[0] - out[k])
+            k += 1
+        if self.emotion_guidance != 1.0:
+            x0 = x0 + (self.emotion_guidance - 1.0) * (out[0] - out[k])
+        return x0
+
+
+def window_starts(n_frames: int, window: int, context: int) -> list[int]:
+    """Start frames of the windows covering n_frames: each overlaps the previous one by `context` frames."""
+    starts = [0]
+    while starts[-1] + window < n_frames:
+        starts.append(starts[-1] + window - context)
+    return starts
+
+
+@torch.no_grad()
+def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: SamplingSettings | None = None,
+                 style: torch.Tensor | None = None, callback: Callback = None) -> torch.Tensor:
+    """Sample one take per seed for audio features (T, A). Returns denormalized packed motion (K, T, D) on
+    the CPU. `callback(SamplerStep)` sees every step; raising `Cancelled` in it stops between steps."""
+    settings = settings or SamplingSettings(**model.config.get("sampling", {}))
+    settings.check(model.emotions)
+    device, dim = model.device, model.denoiser.config.motion_dim
+    n_frames, n_takes = features.shape[0], len(seeds)
+    if n_frames == 0:
+        return torch.zeros(n_takes, 0, dim)
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    denoiser = VPDenoiser(GuidedNetwork(model.denoiser, settings.guidance, settings.emotion_guidance),
+                          model.train_sigmas)
+    sigmas = sampling_sigmas(model.train_sigmas, settings).to(device)
+    emotion = torch.full((n_takes,), model.emotions.index(settings.emotion), dtype=torch.long, device=device)
+    intensity = torch.full((n_takes,), float(settings.intensity), device=device)
+    style = None if style is None else style.to(device).expand(n_takes, -1)
+    out = torch.zeros(n_takes, n_frames, dim, device=device)
+    starts = window_starts(n_frames, settings.window, settings.context)
+    for w, start in enumerate(starts):
+        stop = min(start + settings.window, n_frames)
+        length = stop - start
+        keep_from = settings.context if w > 0 else 0
+        known = torch.zeros(n_takes, length, dim, device=device)
+        known_mask = torch.zeros(n_takes, length, dtype=torch.bool, device=device)
+        if keep_from:
+            known[:, :keep_from] = out[:, start:start + keep_from]
+            known_mask[:, :keep_from] = True
+        noise = torch.stack([torch.randn(length, dim, generator=g) for g in generators]).to(device)
+        audio = features[start:stop][None].expand(n_takes, -1, -1)
+        extra = {"audio": audio, "emotion": emotion, "intensity": intensity, "style": style,
+                 "known": known, "known_mask": known_mask}
+
+        def report(step: SamplerStep, w=w):
+            if callback is not None:
+                callback(dataclasses.replace(step, index=w * step.total + step.index,
+                                             total=len(starts) * step.total))
+
+        x0 = SAMPLERS[settings.sampler](denoiser, noise * sigmas[0], sigmas, extra, report)
+        out[:, start + keep_from:stop] = x0[:, keep_from:]
+    return model.stats.denormalize(out).cpu()
+
+
+def style_vector(normalized_motion: torch.Tensor) -> torch.Tensor:
+    """The style of a motion: the mean and std over time of its normalized values, (T, D) -> (2D,).
+    Training computes it from each clip, so a take can be asked to move like a reference take."""
+    return torch.cat([normalized_motion.mean(0), normalized_motion.std(0, unbiased=False)])
+
+
+def style_from_motion(stats, motion) -> torch.Tensor:
+    """The style vector of a reference motion (T, D) in the head's own parameters."""
+    return style_vector(stats.normalize(torch.as_tensor(motion, dtype=torch.float32)))

@@ -1,0 +1,370 @@
+"""Train THUNDER: a diffusion model of talking-head motion, supervised through mesh-to-speech.
+Read it top to bottom: config, data, model, loss, loop, checkpoint.
+
+    thunder train --config thunder-f --out runs/thunder-f                   # CPU default
+    torchrun --nproc-per-node 4 -m training.thunder.train --config paper-t  # GPUs (DDP)
+
+Loss (per item, averaged over the batch):
+    x0 MSE + velocity_weight * velocity MSE                        (normalized motion)
+  + w_m2s * [unit CE + mel L1]  for items with t < m2s_max_t * T   (analysis by audio synthesis)
+The M2S term: the predicted clean motion goes through the head to mouth vertices (only those are computed),
+through M2S (frozen by default) to speech-unit logits and log-mel, which are compared with the input audio's
+units and log-mel. Items are weighted equally and every rank draws the same global batch and takes its
+share, so N processes compute exactly the gradient of one process with the whole batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backend.audio_encoders import MelEncoder, SpeechModelEncoder
+from backend.checkpoint import load_weights, read_checkpoint
+from backend.diffusion.network import DenoiserConfig, MotionDenoiser
+from backend.errors import ThunderError
+from backend.head import load_head
+from backend.motion import motion_dim, unpack_motion
+from backend.progress import ProgressBar
+from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
+from training.corpus.format import open_corpus
+from training.m2s.units import PhoneUnits
+from training.plots import plot_training_log
+from training.thunder.data import crop_batch, fit_stats, make_examples, slice_batch
+from training.train_state import load_training_state, save_training_state
+
+
+@dataclasses.dataclass
+class ThunderTrainConfig:
+    corpus: str = "data/corpus"
+    out: str = "runs/thunder"
+    head: str = "builtin"
+    # Audio encoder: "mel" (offline; initialised from encoder_init) or a wav2vec 2.0 / HuBERT hub id or folder.
+    encoder: str = "mel"
+    encoder_init: str = "runs/audio_encoder"  # "" starts the mel encoder from random weights
+    encoder_width: int = 128
+    train_encoder: bool = False        # THUNDER-T fine-tunes it, THUNDER-F keeps it frozen
+    encoder_lr_scale: float = 0.1
+    denoiser: DenoiserConfig = dataclasses.field(default_factory=DenoiserConfig)
+    diffusion_steps: int = 500
+    # Analysis-by-audio-synthesis.
+    m2s: str = "models/m2s"
+    w_m2s: float = 1.0
+    m2s_max_t: float = 1.0             # apply to timesteps t < m2s_max_t * diffusion_steps
+    m2s_trainable: bool = False
+    m2s_mel_weight: float = 1.0
+    velocity_weight: float = 1.0
+    # Optimisation.
+    steps: int = 3000
+    batch_size: int = 16
+    window: int = 100
+    context: int = 10
+    context_prob: float = 0.5
+    drop_audio: float = 0.1
+    drop_emotion: float = 0.2
+    drop_style: float = 0.5
+    lr: float = 1e-3
+    warmup: int = 100
+    weight_decay: float = 0.01
+    init: str = ""                     # start from this THUNDER checkpoint's weights (fine-tuning)
+    cache: str = ""                    # keep the prepared examples here and reuse them (frozen encoder only)
+    eval_every: int = 500
+    eval_clips: int = 24
+    log_every: int = 25
+    seed: int = 0
+    threads: int = 2
+    max_clips: int = 0
+
+
+CONFIGS = {
+    "no-m2s": {"w_m2s": 0.0},
+    "thunder-f": {"w_m2s": 1.0},
+    "thunder-t": {"w_m2s": 1.0, "train_encoder": True},
+    # Paper scale, for GPUs: wav2vec 2.0 and a DiffPoseTalk-sized denoiser.
+    "paper-no-m2s": {"encoder": "facebook/wav2vec2-base-960h", "w_m2s": 0.0, "batch_size": 64, "steps": 100_000,
+                     "denoiser": DenoiserConfig.paper(audio_dim=768)},
+    "paper-f": {"encoder": "facebook/wav2vec2-base-960h", "w_m2s": 1.0, "batch_size": 64, "steps": 100_000,
+                "denoiser": DenoiserConfig.paper(audio_dim=768)},
+    "paper-t": {"encoder": "facebook/wav2vec2-base-960h", "w_m2s": 1.0, "train_encoder": True, "batch_size": 64,
+                "steps": 100_000, "denoiser": DenoiserConfig.paper(audio_dim=768)},
+}
+
+
+def named_config(name: str, **overrides) -> ThunderTrainConfig:
+    if name not in CONFIGS:
+        raise ThunderError(f"unknown training config '{name}'; choose {', '.join(CONFIGS)}")
+    return ThunderTrainConfig(**{**CONFIGS[name], **overrides})
+
+
+def lr_at(step: int, cfg: ThunderTrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class ThunderLoss(nn.Module):
+    """The training objective as a module, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: ThunderModel, m2s, cfg: ThunderTrainConfig):
+        super().__init__()
+        self.model, self.m2s, self.cfg = model, m2s, cfg
+
+    def forward(self, batch: dict, t: torch.Tensor, noise: torch.Tensor, drops: dict):
+        cfg, model = self.cfg, self.model
+        x0, lengths = batch["motion"], batch["lengths"]
+        frames = x0.shape[1]
+        valid = (torch.arange(frames, device=x0.device)[None] < lengths[:, None]).to(x0.dtype)
+        # 1. Noise the clean motion (DDPM, variance preserving) and predict it back.
+        a = model.alphas_cumprod[t][:, None, None]
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        audio = batch["features"] if "features" in batch else model.encoder(batch["wave"])
+        emotion = torch.where(drops["emotion"], model.denoiser.no_emotion, batch["emotion"])
+        style = torch.where(drops["style"][:, None], torch.nan, batch["style"])
+        known_mask = batch["known_mask"]
+        x0_hat = model.denoiser(x_t, t, audio, audio_present=~drops["audio"], emotion=emotion,
+                                intensity=batch["intensity"], style=style, known=x0, known_mask=known_mask,
+                                lengths=lengths)
+        # 2. Diffusion loss on x0, and on its velocity (frame-to-frame change).
+        per_frame = (x0_hat - x0).square().mean(-1)
+        x0_loss = (per_frame * valid).sum(1) / valid.sum(1)
+        moving = valid[:, 1:] * valid[:, :-1]
+        velocity = ((x0_hat.diff(dim=1) - x0.diff(dim=1)).square().mean(-1) * moving).sum(1)
+        velocity_loss = velocity / moving.sum(1).clamp_min(1)
+        loss = x0_loss + cfg.velocity_weight * velocity_loss
+        parts = {"x0": x0_loss.mean(), "velocity": velocity_loss.mean()}
+        # 3. Analysis by audio synthesis: motion -> mouth vertices -> M2S -> units and mel vs. the audio's.
+        if self.m2s is not None and cfg.w_m2s > 0:
+            chosen = (t < cfg.m2s_max_t * cfg.diffusion_steps).nonzero()[:, 0]
+            m2s_loss = torch.zeros_like(loss)
+            if len(chosen):
+                motion = unpack_motion(model.stats.denormalize(x0_hat[chosen]), model.n_expression)
+                units, mel = self.m2s.from_motion(motion["expression"], motion["jaw"], lengths[chosen])
+                target_units = batch["units"][chosen]
+                ce = nn.functional.cross_entropy(units.transpose(1, 2), target_units, ignore_index=-100,
+                                                 reduction="none")
+                unit_mask = (target_units != -100).to(ce.dtype)
+                ce = (ce * unit_mask).sum(1) / unit_mask.sum(1).clamp_min(1)
+                mel_mask = unit_mask.repeat_interleave(2, dim=1)[..., None]
+                mel_l1 = ((mel - batch["mel"][chosen]).abs() * mel_mask).sum((1, 2)) / (
+                    mel_mask.sum((1, 2)) * mel.shape[-1]).clamp_min(1)
+                m2s_loss = m2s_loss.index_add(0, chosen, ce + cfg.m2s_mel_weight * mel_l1)
+                parts["m2s_unit_ce"] = ce.mean()
+                parts["m2s_mel_l1"] = mel_l1.mean()
+            loss = loss + cfg.w_m2s * m2s_loss
+        return loss.mean(), parts
+
+
+def build(cfg: ThunderTrainConfig, head, stats, emotions) -> ThunderModel:
+    """A new model: the encoder (pretrained where there is one), a fresh denoiser, the schedule."""
+    if cfg.encoder == "mel":
+        from training.thunder.encoder import load_encoder
+
+        encoder = load_encoder(cfg.encoder_init) if cfg.encoder_init else MelEncoder(cfg.encoder_width)
+    else:
+        encoder = SpeechModelEncoder.pretrained(cfg.encoder)
+    denoiser_config = dataclasses.replace(cfg.denoiser, motion_dim=motion_dim(head.n_expression),
+                                          audio_dim=encoder.dim, style_dim=2 * motion_dim(head.n_expression),
+                                          emotions=tuple(emotions))
+    sampling = {"window": cfg.window, "context": cfg.context}
+    config = model_config(head, stats, encoder, denoiser_config, cfg.diffusion_steps, sampling, _json(cfg))
+    model = ThunderModel(encoder, MotionDenoiser(denoiser_config), stats, config)
+    if cfg.init:
+        _, weights = read_checkpoint(cfg.init, MODEL_KIND)
+        load_weights(model, weights, cfg.init)
+    model.encoder.requires_grad_(cfg.train_encoder)
+    return model
+
+
+def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) -> Path:
+    # 0. Processes: torchrun sets WORLD_SIZE and RANK; alone, this is rank 0 of 1.
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % world:
+        raise ThunderError(f"the batch of {cfg.batch_size} does not split evenly over {world} processes")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # the same on every rank: each takes its share of one batch
+
+    # 1. Data: statistics from the training clips, then examples (frozen encoder features computed once).
+    head = load_head(cfg.head)
+    corpus = open_corpus(cfg.corpus, full_check=False)
+    train_metas = corpus.split("train")[: cfg.max_clips or None]
+    if not train_metas:
+        raise ThunderError(f"{cfg.corpus}: the corpus has no training clips")
+    emotions = ["neutral"] + sorted({m.emotion.get("label", "neutral") for m in corpus.metas} - {"neutral"})
+    cached = load_examples(cfg)
+    if cached is not None:
+        stats, train_set = cached
+        model = build(cfg, head, stats, emotions).to(device)
+    else:
+        train_clips = [corpus.clip(m.id) for m in train_metas]
+        stats = fit_stats(train_clips)
+        model = build(cfg, head, stats, emotions).to(device)
+        frozen = None if cfg.train_encoder else model.encoder.eval()
+        train_set = make_examples(train_clips, stats, PhoneUnits(), emotions, frozen, keep_wave=cfg.train_encoder)
+        del train_clips
+        save_examples(cfg, stats, train_set)
+    val_metas = corpus.split("val")[: cfg.eval_clips]
+    m2s = None
+    if cfg.w_m2s > 0:
+        from training.m2s.api import load_m2s
+
+        m2s = load_m2s(cfg.m2s, head, trainable=cfg.m2s_trainable).to(device)
+
+    # 2. Optimizer over what trains: the denoiser, the encoder for THUNDER-T, M2S if asked.
+    groups = [{"params": list(model.denoiser.parameters()), "scale": 1.0}]
+    if cfg.train_encoder:
+        groups.append({"params": list(model.encoder.parameters()), "scale": cfg.encoder_lr_scale})
+    if m2s is not None and cfg.m2s_trainable:
+        groups.append({"params": list(m2s.parameters()), "scale": cfg.encoder_lr_scale})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    objective = ThunderLoss(model, m2s, cfg)
+    step, log = 0, []
+    if resume and (out / "train_state.pt").exists():
+        step, log, rng = load_training_state(out, objective, optimizer)
+    trained = objective
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
+
+    # 3. Loop.
+    started = time.time()
+    bar = ProgressBar(cfg.steps, label=Path(cfg.out).name) if progress and rank == 0 else None
+    model.denoiser.train()
+    model.encoder.train(cfg.train_encoder)
+    while step < cfg.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg) * group["scale"]
+        batch, t, noise, drops = draw_batch(train_set, cfg, rng, model.denoiser.config.motion_dim)
+        if world > 1:
+            batch, (t, noise, drops) = slice_batch(batch, rank, world), _slice_draws(t, noise, drops, rank, world)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        loss, parts = trained(batch, t.to(device), noise.to(device), {k: v.to(device) for k, v in drops.items()})
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+        optimizer.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.append({"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
+                        "lr": lr_at(step - 1, cfg), "seconds": round(time.time() - started, 1)})
+        # 4. Eval and checkpoint on rank 0 (atomically; the training state makes --resume exact).
+        if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
+            if val_metas and m2s is not None:
+                log[-1]["val"] = validate(model, m2s, [corpus.clip(m.id) for m in val_metas], head)
+            save_model(out, model)
+            save_training_state(out, objective, optimizer, step, log, rng)
+        if bar:
+            bar.update(step, f"loss {loss.item():.3f}")
+    if bar:
+        bar.close()
+    if rank == 0 and log:
+        (out / "log.json").write_text(json.dumps(log, indent=1))
+        keys = tuple(k for k in ("x0", "velocity", "m2s_unit_ce", "m2s_mel_l1") if k in log[-1])
+        plot_training_log(log, out / "training_curves.png", f"THUNDER (w_m2s={cfg.w_m2s}) on {cfg.corpus}", keys)
+    return out
+
+
+def _cache_key(cfg: ThunderTrainConfig) -> dict:
+    return {"corpus": str(Path(cfg.corpus).resolve()), "encoder": cfg.encoder, "encoder_init": cfg.encoder_init,
+            "max_clips": cfg.max_clips}
+
+
+def load_examples(cfg: ThunderTrainConfig):
+    """(stats, examples) from cfg.cache if it was made from the same corpus and frozen encoder, else None."""
+    if not cfg.cache or cfg.train_encoder or not Path(cfg.cache).exists():
+        return None
+    import pickle
+
+    with open(cfg.cache, "rb") as f:
+        key, stats, examples = pickle.load(f)
+    return (stats, examples) if key == _cache_key(cfg) else None
+
+
+def save_examples(cfg: ThunderTrainConfig, stats, examples) -> None:
+    if not cfg.cache or cfg.train_encoder:
+        return
+    import pickle
+
+    from backend.files import write_atomically
+
+    def write(path):
+        with open(path, "wb") as f:
+            pickle.dump((_cache_key(cfg), stats, examples), f, protocol=pickle.HIGHEST_PROTOCOL)
+
+    write_atomically(Path(cfg.cache), write)
+
+
+def draw_batch(examples, cfg: ThunderTrainConfig, rng: np.random.Generator, dim: int):
+    """The global batch and every random draw of the step, from one generator (identical on all ranks)."""
+    batch = crop_batch(examples, cfg.batch_size, cfg.window, cfg.context, cfg.context_prob, rng)
+    t = torch.from_numpy(rng.integers(0, cfg.diffusion_steps, cfg.batch_size))
+    noise = torch.from_numpy(rng.standard_normal((cfg.batch_size, cfg.window, dim)).astype(np.float32))
+    drops = {name: torch.from_numpy(rng.random(cfg.batch_size) < p)
+             for name, p in (("audio", cfg.drop_audio), ("emotion", cfg.drop_emotion), ("style", cfg.drop_style))}
+    return batch, t, noise, drops
+
+
+def _slice_draws(t, noise, drops, rank: int, world: int):
+    size = len(t) // world
+    part = slice(rank * size, (rank + 1) * size)
+    return t[part], noise[part], {k: v[part] for k, v in drops.items()}
+
+
+@torch.no_grad()
+def validate(model: ThunderModel, m2s, clips, head) -> dict:
+    """One 10-step take per validation clip: M2S unit accuracy of the take (does it read as the speech?) and
+    LVE against the clip's motion."""
+    from training.thunder.evaluate import clip_takes, m2s_unit_accuracy
+    from training.metrics import lip_vertex_error, metric_vertex_sets
+
+    was_training = model.denoiser.training
+    model.denoiser.eval()
+    lips = metric_vertex_sets(head)["lips"]
+    accuracies, lves = [], []
+    for clip in clips:
+        takes = clip_takes(model, clip.audio, seeds=[0])
+        accuracies.append(m2s_unit_accuracy(m2s, takes, clip))
+        lves.append(lip_vertex_error(_vertices(head, takes[0], model), _clip_vertices(head, clip), lips))
+    model.denoiser.train(was_training)
+    return {"unit_accuracy": float(np.mean(accuracies)), "lve_mm": float(np.mean(lves))}
+
+
+def _vertices(head, motion, model):
+    parts = unpack_motion(torch.as_tensor(motion), model.n_expression)
+    return head(**parts)
+
+
+def _clip_vertices(head, clip):
+    return head(expression=torch.from_numpy(clip.expression), jaw=torch.from_numpy(clip.jaw),
+                neck=torch.from_numpy(clip.neck), eyes=torch.from_numpy(clip.eyes))
+
+
+def _json(cfg: ThunderTrainConfig) -> dict:
+    data = dataclasses.asdict(cfg)
+    data["denoiser"]["emotions"] = list(cfg.denoiser.emotions)
+    return data
+
+
+if __name__ == "__main__":  # torchrun -m training.thunder.train --config NAME [--out DIR] [--steps N]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="thunder-f")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    args = parser.parse_args()
+    overrides = {k: v for k, v in (("out", args.out), ("steps", args.steps)) if v is not None}
+    train(named_config(args.config, **overrides))
