@@ -6,6 +6,7 @@ and renamed, config last, so a killed process never leaves a half-written checkp
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -63,3 +64,15 @@ def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], folde
                        f"{tuple(expected[wrong[0]].shape)}")
         raise CheckpointError(f"{folder}: the weights do not match the checkpoint's config ({detail})")
     model.load_state_dict(weights)
+
+
+def checkpoint_fingerprint(folder: str | Path) -> str:
+    """A short hash of a checkpoint's config and weights (12 hex digits), recorded in every take so that a take
+    names the exact model that made it, even when two model folders share a name."""
+    folder = Path(folder).expanduser()
+    digest = hashlib.sha256()
+    for name in (CONFIG, WEIGHTS):
+        with open(folder / name, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]

@@ -1,6 +1,7 @@
 """Errors a user can cause, each carrying one sentence that names the problem.
 
-The CLI prints the sentence and exits with status 2; the service (later) sends it back as a message.
+The CLI prints the sentence and exits with status 2 (`thunder generate`: status 1, per failing file); the
+service (`thunder serve`) sends it back in an error event.
 Anything that is not a ThunderError is a bug and keeps its traceback.
 """
 

@@ -1,0 +1,274 @@
+"""Generating takes: speech in, takes out, with the head and the model loaded once for any number of audios.
+
+    generator = Generator()                                  # models/thunder and the built-in head
+    takes = generator.generate("speech.wav", takes=4, seed=7, fps=24)
+    for take in takes:
+        save_take(f"speech.seed{take.seed}.npz", take)
+
+Both the `thunder generate` command and the `thunder serve` service are thin layers over `Generator`, so a
+file, a seed and settings give the same take whichever way they are asked for. One call samples all its takes
+in one batch (`backend.sampling.sample_takes`), take k with seed `seed + k`; a take depends only on its own
+seed, the audio and the settings, not on how many takes were asked for with it.
+
+Everything a user can get wrong is checked before the audio is read: the sampling settings (an unknown
+emotion, a step count out of range), the frame rate and the number of takes. The audio then goes through
+`backend.audio_io` (missing, empty, not audio, too long, NaN samples: one sentence each) or, for samples
+passed in memory, through the same checks here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+
+import backend
+from backend.audio import MOTION_FPS, SAMPLE_RATE
+from backend.audio_io import AudioFileError, load_audio, to_mono_16k
+from backend.checkpoint import checkpoint_fingerprint
+from backend.diffusion.samplers import Callback
+from backend.errors import ThunderError
+from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
+from backend.head import load_head
+from backend.motion import unpack_motion
+from backend.sampling import SamplingSettings, sample_takes
+from backend.takes import Take
+from backend.thunder_model import load_model
+
+DEFAULT_CHECKPOINT = Path(backend.__file__).resolve().parent.parent / "models" / "thunder"
+DEFAULT_HEAD = "builtin"
+DEFAULT_MAX_SECONDS = 600.0   # ten minutes; longer audio is refused from its header, before decoding
+MAX_TAKES = 64
+MAX_SEED = 2**63 - 1
+
+
+class GenerateError(ThunderError):
+    """A generate request that cannot be honoured: bad takes, seeds, time range, device or settings."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """"auto" (a CUDA GPU when torch sees one, else the CPU), "cpu" or "cuda"."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise GenerateError("the device 'cuda' was asked for, but this torch sees no CUDA GPU")
+        return torch.device("cuda")
+    raise GenerateError(f"unknown device '{name}'; choose auto, cpu or cuda")
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechAudio:
+    """16 kHz mono speech and where it came from, for the take's record."""
+
+    samples: np.ndarray   # (N,) float32 in [-1, 1]
+    sha256: str           # of the file's bytes, or of `samples` when there was no file
+    hashed: str           # "file" or "samples"
+    file: str | None      # the file's name, without its folder
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_speech_file(path: str | Path, max_seconds: float | None = DEFAULT_MAX_SECONDS) -> SpeechAudio:
+    """An audio file as SpeechAudio; AudioFileError (one sentence naming the file) when it cannot be used."""
+    samples = load_audio(path, max_seconds)
+    return SpeechAudio(samples, file_sha256(path), "file", Path(path).name)
+
+
+def speech_from_samples(samples, sample_rate: int = SAMPLE_RATE, name: str | None = None,
+                        max_seconds: float | None = DEFAULT_MAX_SECONDS) -> SpeechAudio:
+    """Samples already in memory ((N,) or (N, channels) floats in [-1, 1] at `sample_rate`) as SpeechAudio,
+    with the checks load_audio makes on files. `name` stands for the samples in error messages."""
+    what = f"the samples {name}" if name else "the samples"
+    samples = np.asarray(samples)
+    if not np.issubdtype(samples.dtype, np.floating):
+        raise AudioFileError(f"{what} are {samples.dtype}, not floating-point values in [-1, 1]")
+    if samples.ndim not in (1, 2):
+        raise AudioFileError(f"{what} have shape {samples.shape}, not (samples,) or (samples, channels)")
+    if samples.shape[0] == 0 or samples.size == 0:
+        raise AudioFileError(f"{what} are empty")
+    if samples.ndim == 2 and samples.shape[1] > samples.shape[0]:
+        raise AudioFileError(f"{what} have shape {samples.shape}: more channels than samples; give them as "
+                             "(samples, channels)")
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise AudioFileError(f"{what} have the sample rate {sample_rate!r}, not a positive whole number")
+    seconds = samples.shape[0] / sample_rate
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioFileError(f"{what} last {seconds:.2f} s, longer than the limit of {max_seconds:g} s")
+    finite = np.isfinite(samples) if samples.ndim == 1 else np.isfinite(samples).all(axis=1)
+    if not finite.all():
+        raise AudioFileError(f"{what} have NaN or infinite values (the first at "
+                             f"{int(np.argmin(finite)) / sample_rate:.2f} s)")
+    mono = np.clip(to_mono_16k(np.clip(samples, -1.0, 1.0), sample_rate), -1.0, 1.0)
+    digest = hashlib.sha256(np.ascontiguousarray(mono, dtype="<f4").tobytes()).hexdigest()
+    return SpeechAudio(mono, digest, "samples", name)
+
+
+def settings_with(base: SamplingSettings, changes: Mapping) -> SamplingSettings:
+    """`base` with `changes` (names of SamplingSettings fields) applied, each converted to the field's type;
+    an unknown name or a value of the wrong kind is a GenerateError. An emotion other than neutral given
+    without an intensity gets intensity 1, so that asking for an emotion shows it."""
+    values = dataclasses.asdict(base)
+    for name, value in changes.items():
+        if name not in values:
+            raise GenerateError(f"unknown sampling setting '{name}'; the settings are {', '.join(values)}")
+        values[name] = _typed_setting(name, value, type(values[name]))
+    if "emotion" in changes and "intensity" not in changes and values["emotion"] != "neutral":
+        values["intensity"] = 1.0
+    return SamplingSettings(**values)
+
+
+def _typed_setting(name: str, value, kind: type):
+    if kind is str and isinstance(value, str):
+        return value
+    if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float and math.isfinite(value):
+            return float(value)
+        if kind is int and float(value).is_integer():
+            return int(value)
+    want = {str: "text", int: "a whole number", float: "a finite number"}[kind]
+    raise GenerateError(f"the sampling setting '{name}' must be {want}, not {value!r}")
+
+
+def take_seeds(takes: int, seed: int, seeds=None) -> list[int]:
+    """The seed of every take: `seeds` as given, or seed, seed + 1, ... for `takes` takes."""
+    if seeds is None:
+        if isinstance(takes, bool) or not isinstance(takes, int) or not 1 <= takes <= MAX_TAKES:
+            raise GenerateError(f"the number of takes must be a whole number from 1 to {MAX_TAKES}, not {takes!r}")
+        _check_seed(seed)
+        seeds = [seed + k for k in range(takes)]
+    if not isinstance(seeds, (list, tuple)) or not 1 <= len(seeds) <= MAX_TAKES:
+        raise GenerateError(f"give from 1 to {MAX_TAKES} seeds, not {seeds!r}")
+    for value in seeds:
+        _check_seed(value)
+    return list(seeds)
+
+
+def _check_seed(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise GenerateError(f"a seed must be a whole number from 0 to 2^63 - 1, not {value!r}")
+
+
+class Generator:
+    """The head and a THUNDER model, loaded once; `generate` turns audio into takes.
+
+    checkpoint: a THUNDER checkpoint folder (default: the shipped models/thunder); head: "builtin" or a FLAME
+    file; device: auto, cpu or cuda; max_seconds: the longest audio accepted (None: no limit)."""
+
+    def __init__(self, checkpoint: str | Path | None = None, head: str | Path = DEFAULT_HEAD,
+                 device: str = "auto", max_seconds: float | None = DEFAULT_MAX_SECONDS):
+        self.device = resolve_device(device)
+        if checkpoint is None:
+            checkpoint = DEFAULT_CHECKPOINT
+            if not (checkpoint / "config.json").exists():
+                raise GenerateError(f"the shipped THUNDER model is missing from this installation ({checkpoint}); "
+                                    "name a model folder (--checkpoint, or the service's load request)")
+        self.checkpoint = Path(checkpoint).expanduser()
+        self.head = load_head(head)
+        self.model = load_model(self.checkpoint, self.head, self.device)
+        self.max_seconds = max_seconds
+        self.model_identity = {"name": self.checkpoint.resolve().name,
+                               "hash": checkpoint_fingerprint(self.checkpoint)}
+        self.default_settings = settings_with(SamplingSettings(), {
+            name: value for name, value in self.model.config.get("sampling", {}).items()
+            if name in SamplingSettings.__dataclass_fields__})
+
+    def info(self) -> dict:
+        """What a client shows and records: the model, its emotions and defaults, the head, the device."""
+        return {"model": {**self.model_identity, "path": str(self.checkpoint), "emotions": list(self.model.emotions),
+                          "fps": MOTION_FPS, "sampling": dataclasses.asdict(self.default_settings)},
+                "head": {"name": self.head.name, "identity": self.head.identity, "source": str(self.head.source),
+                         "vertices": self.head.n_vertices, "expressions": self.head.n_expression},
+                "device": str(self.device)}
+
+    def settings(self, changes: Mapping | None = None) -> SamplingSettings:
+        """The model's default settings with `changes`, checked against this model (its emotions...)."""
+        settings = settings_with(self.default_settings, changes or {})
+        settings.check(self.model.emotions)
+        return settings
+
+    def read_speech(self, audio, sample_rate: int = SAMPLE_RATE) -> SpeechAudio:
+        """A path, or samples in memory (at `sample_rate`), as SpeechAudio, within this generator's limit."""
+        if isinstance(audio, SpeechAudio):
+            return audio
+        if isinstance(audio, (str, Path)):
+            return read_speech_file(audio, self.max_seconds)
+        return speech_from_samples(audio, sample_rate, max_seconds=self.max_seconds)
+
+    def generate(self, audio, takes: int = 1, seed: int = 0, settings: SamplingSettings | Mapping | None = None,
+                 fps: float = MOTION_FPS, start: float = 0.0, end: float | None = None, seeds=None,
+                 callback: Callback = None, sample_rate: int = SAMPLE_RATE) -> list[Take]:
+        """Sample takes for `audio` (a file path or samples): one per seed (`seeds`, or seed, seed + 1, ... for
+        `takes`), all in one batch, at `fps`, over the seconds from `start` to `end` (default: the end).
+
+        `callback(SamplerStep)` sees every sampler step (its index and total count the steps of all windows);
+        raising backend.diffusion.samplers.Cancelled in it stops between steps."""
+        # 1. Everything about the request, before the audio is touched.
+        if not isinstance(settings, SamplingSettings):
+            settings = self.settings(settings)
+        settings.check(self.model.emotions)
+        fps = check_fps(fps)
+        seeds = take_seeds(takes, seed, seeds)
+
+        # 2. The audio, and the part of it asked for.
+        speech = self.read_speech(audio, sample_rate)
+        first, stop = _sample_range(speech, start, end)
+        wave = speech.samples[first:stop]
+
+        # 3. Features, then every take in one batch, at 25 fps.
+        features = self.model.encode(wave)
+        motion = sample_takes(self.model, features, seeds, settings, callback=callback).numpy()
+        if not np.isfinite(motion).all():
+            raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
+                                f"its checkpoint {self.checkpoint} may be damaged")
+
+        # 4. The scene's frame rate, and the record of how each take was made.
+        n_frames = frames_for_seconds(len(wave) / SAMPLE_RATE, fps)
+        audio_record = {"sha256": speech.sha256, "hashed": speech.hashed, "file": speech.file,
+                        "seconds": speech.seconds, "start": first / SAMPLE_RATE, "end": stop / SAMPLE_RATE}
+        head_record = {"name": self.head.name, "identity": self.head.identity}
+        result = []
+        for take_seed, take_motion in zip(seeds, motion):
+            parts = unpack_motion(take_motion, self.model.n_expression)
+            parts = resample_motion({k: np.ascontiguousarray(v) for k, v in parts.items()}, MOTION_FPS, fps,
+                                    n_frames)
+            result.append(Take(**parts, fps=fps, seed=take_seed, settings=dataclasses.asdict(settings),
+                               model=dict(self.model_identity), head=dict(head_record), audio=dict(audio_record)))
+        return result
+
+
+def _sample_range(speech: SpeechAudio, start, end) -> tuple[int, int]:
+    """The first and one-past-last sample of the seconds from `start` to `end` (None: the end of the audio)."""
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise GenerateError(f"the time range's {name} must be a number of seconds, not {value!r}")
+    start = float(start or 0.0)
+    end = speech.seconds if end is None else float(end)
+    first, stop = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
+    what = speech.file or "the samples"
+    if first < 0:
+        raise GenerateError(f"the time range starts at {start:g} s, before the start of {what}")
+    if stop <= first:
+        raise GenerateError(f"the time range from {start:g} s to {end:g} s is empty")
+    if stop > len(speech.samples):
+        raise GenerateError(f"the time range from {start:g} s to {end:g} s goes past the end of {what} "
+                            f"({speech.seconds:.2f} s)")
+    return first, stop
