@@ -50,7 +50,7 @@ def cmd_eval(args) -> int:
         models = {f"{name} @{k}": (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance))
                   for name, model in models.items() for k in step_counts}
     if args.audio:
-        result = evaluate_folder(models, args.audio, head, args.takes, args.seed, settings)
+        result = evaluate_folder(models, args.audio, head, args.takes, args.seed, settings, args.max_seconds)
         title = f"{result['files']} audio files in {args.audio}, {args.takes} takes each"
     else:
         m2s = None
@@ -111,6 +111,7 @@ def register_eval(subcommands) -> None:
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--split", default="test")
     p.add_argument("--audio", help="a folder of audio files instead of a corpus (reference-free figures)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="--audio: refuse files longer than this")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")

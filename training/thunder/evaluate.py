@@ -1,9 +1,11 @@
 """The evaluation harness (`thunder eval`): sample takes for every clip of a split (or every audio file of a
 folder) and score them with the one metrics module, training/metrics.py.
 
-Per clip, with K takes: LVE (mm), lip-distance L-PCC and L-CCC against the reference motion (mean over
-takes), FDD, the bilabial closure rate (pooled over all /p b m/ segments of all takes), upper-face diversity
-and lip spread across the takes, and M2S unit accuracy of the takes. Reference-free figures (closure,
+Faces are measured in the head's own frame (expression, jaw and eyes; the neck rotation left out, see
+`face_vertices`); head motion gets its own figure. Per clip, with K takes: LVE (mm), lip-distance L-PCC
+and L-CCC against the reference motion (mean over takes), FDD, the bilabial closure rate (pooled over all
+/p b m/ segments of all takes), upper-face diversity and lip spread across the takes, and M2S unit accuracy
+of the takes. Reference-free figures (closure,
 diversity, spread) are all a folder of audio gets; the closure rate needs phone timing, from the corpus's
 alignment or from a transcript beside the audio file (NAME.txt, aligned with pocketsphinx).
 
@@ -13,6 +15,7 @@ phones-to-visemes baseline (training/baseline.py) when asked.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,8 +26,6 @@ import torch
 from backend.motion import pack_motion, unpack_motion
 from backend.sampling import SamplingSettings, sample_takes
 from training import metrics
-from training.m2s.data import clip_log_mel
-from training.m2s.model import UNITS_PER_FRAME
 from training.m2s.units import PhoneUnits
 
 
@@ -34,9 +35,28 @@ def clip_takes(model, audio: np.ndarray, seeds, settings: SamplingSettings | Non
     return sample_takes(model, features, list(seeds), settings).numpy()
 
 
-def motion_vertices(head, motion: np.ndarray) -> torch.Tensor:
-    """Packed motion (T, D) -> vertices (T, V, 3)."""
-    return head(**unpack_motion(torch.as_tensor(motion, dtype=torch.float32), head.n_expression))
+def motion_vertices(head, motion: np.ndarray, neck: bool = True) -> torch.Tensor:
+    """Packed motion (T, D) -> vertices (T, V, 3); without `neck`, in the head's own frame."""
+    parts = unpack_motion(torch.as_tensor(motion, dtype=torch.float32), head.n_expression)
+    if not neck:
+        parts = {k: v for k, v in parts.items() if k != "neck"}
+    return head(**parts)
+
+
+def face_vertices(head, motion: np.ndarray) -> torch.Tensor:
+    """The vertices every face metric reads: expression, jaw and eyes, without the neck rotation. Head
+    motion is free (stochastic) in the data and would swamp lip and brow differences; it is scored on its
+    own (`head_motion_spread_deg`)."""
+    return motion_vertices(head, motion, neck=False)
+
+
+def head_motion_spread(takes: np.ndarray, n_expression: int) -> float:
+    """Mean over take pairs and frames of the angle (degrees) between the takes' neck rotations, using the
+    axis-angle difference (small angles)."""
+    neck = takes[..., n_expression + 3:n_expression + 6]
+    pairs = [np.linalg.norm(neck[i] - neck[j], axis=-1).mean() for i in range(len(neck))
+             for j in range(i + 1, len(neck))]
+    return float(np.degrees(np.mean(pairs))) if pairs else float("nan")
 
 
 @torch.no_grad()
@@ -51,6 +71,16 @@ def m2s_unit_accuracy(m2s, takes: np.ndarray, clip) -> float:
         correct += int((units[0, :n].argmax(-1).numpy() == labels[:n]).sum())
         total += n
     return correct / max(total, 1)
+
+
+def with_clip_emotion(settings: SamplingSettings | None, model, clip) -> SamplingSettings:
+    """The clip's own emotion label and intensity (the corpus sets one per clip; brows and cheeks follow it),
+    so takes are compared with a reference made under the same emotion."""
+    settings = settings or SamplingSettings(**model.config.get("sampling", {}))
+    label = clip.meta.emotion.get("label", "neutral")
+    if label not in model.emotions:
+        return settings
+    return dataclasses.replace(settings, emotion=label, intensity=float(clip.meta.emotion.get("intensity", 0.0)))
 
 
 class Scores:
@@ -119,14 +149,15 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
     for i, meta in enumerate(metas):
         clip = corpus.clip(meta.id)
         ref_motion = pack_motion(clip.expression, clip.jaw, clip.neck, clip.eyes)
-        ref = motion_vertices(head, ref_motion)
+        ref = face_vertices(head, ref_motion)
         phones = clip.meta.phones
         for name, (model, row_settings) in models.items():
             started = time.perf_counter()
-            sampled = clip_takes(model, clip.audio, seeds, row_settings)
+            sampled = clip_takes(model, clip.audio, seeds, with_clip_emotion(row_settings, model, clip))
             seconds[name] += time.perf_counter() - started
             accuracy = m2s_unit_accuracy(m2s, sampled, clip) if m2s is not None else None
-            score_takes(rows[name], head, sets, [motion_vertices(head, m) for m in sampled], phones, ref, accuracy)
+            score_takes(rows[name], head, sets, [face_vertices(head, m) for m in sampled], phones, ref, accuracy)
+            rows[name].add(head_motion_spread_deg=head_motion_spread(sampled, head.n_expression))
         if reference:
             accuracy = m2s_unit_accuracy(m2s, ref_motion[None], clip) if m2s is not None else None
             score_takes(rows["reference"], head, sets, [ref], phones, None, accuracy)
@@ -134,7 +165,7 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
             base = baseline_motion(phones, clip.meta.n_frames, head)
             base_motion = pack_motion(base["expression"], base["jaw"], base["neck"], base["eyes"])
             accuracy = m2s_unit_accuracy(m2s, base_motion[None], clip) if m2s is not None else None
-            score_takes(rows["phoneme baseline"], head, sets, [motion_vertices(head, base_motion)], phones, ref,
+            score_takes(rows["phoneme baseline"], head, sets, [face_vertices(head, base_motion)], phones, ref,
                         accuracy)
         if progress:
             progress(i + 1, len(metas))
@@ -147,11 +178,13 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
 
 def evaluate_folder(models: dict, folder, head, takes: int = 4, seed: int = 0,
                     settings: SamplingSettings | None = None, max_seconds: float = 600.0) -> dict:
-    """Reference-free figures on every audio file of a folder (closure needs NAME.txt beside the audio)."""
-    models = {name: m if isinstance(m, tuple) else (m, settings) for name, m in models.items()}
+    """Reference-free figures on every audio file of a folder (closure needs NAME.txt beside the audio; with
+    it, the phoneme baseline gets a row too, driven by the same aligned phones)."""
     from backend.audio_io import load_audio
+    from training.baseline import baseline_motion
     from training.corpus.align import align
 
+    models = {name: m if isinstance(m, tuple) else (m, settings) for name, m in models.items()}
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3"))
     sets = metrics.metric_vertex_sets(head)
     rows = {name: Scores() for name in models}
@@ -162,14 +195,21 @@ def evaluate_folder(models: dict, folder, head, takes: int = 4, seed: int = 0,
         phones = align(audio, transcript.read_text())[1] if transcript.exists() else None
         for name, (model, row_settings) in models.items():
             sampled = clip_takes(model, audio, seeds, row_settings)
-            score_takes(rows[name], head, sets, [motion_vertices(head, m) for m in sampled], phones)
+            score_takes(rows[name], head, sets, [face_vertices(head, m) for m in sampled], phones)
+            rows[name].add(head_motion_spread_deg=head_motion_spread(sampled, head.n_expression))
+        if phones:
+            base = baseline_motion(phones, -(-len(audio) // 640), head)
+            base_motion = pack_motion(base["expression"], base["jaw"], base["neck"], base["eyes"])
+            score_takes(rows.setdefault("phoneme baseline", Scores()), head, sets, [face_vertices(head, base_motion)],
+                        phones)
     return {"folder": str(folder), "files": len(files), "takes": takes, "seed": seed,
             "rows": {name: s.summary() for name, s in rows.items()}}
 
 
 COLUMNS = (("lve_mm", "LVE mm", "{:.2f}"), ("lip_pcc", "L-PCC", "{:.3f}"), ("lip_ccc", "L-CCC", "{:.3f}"),
            ("closure_rate", "closure", "{:.3f}"), ("upper_face_diversity_mm", "UF div mm", "{:.3f}"),
-           ("lip_spread_mm", "lip spread mm", "{:.3f}"), ("fdd_mm", "FDD mm", "{:.3f}"),
+           ("lip_spread_mm", "lip spread mm", "{:.3f}"), ("head_motion_spread_deg", "head spr deg", "{:.2f}"),
+           ("fdd_mm", "FDD mm", "{:.3f}"),
            ("m2s_unit_accuracy", "M2S acc", "{:.3f}"))
 
 

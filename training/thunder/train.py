@@ -327,8 +327,9 @@ def _slice_draws(t, noise, drops, rank: int, world: int):
 def validate(model: ThunderModel, m2s, clips, head) -> dict:
     """One 10-step take per validation clip: M2S unit accuracy of the take (does it read as the speech?) and
     LVE against the clip's motion."""
-    from training.thunder.evaluate import clip_takes, m2s_unit_accuracy
     from training.metrics import lip_vertex_error, metric_vertex_sets
+    from training.thunder.data import clip_motion
+    from training.thunder.evaluate import clip_takes, face_vertices, m2s_unit_accuracy
 
     was_training = model.denoiser.training
     model.denoiser.eval()
@@ -337,19 +338,9 @@ def validate(model: ThunderModel, m2s, clips, head) -> dict:
     for clip in clips:
         takes = clip_takes(model, clip.audio, seeds=[0])
         accuracies.append(m2s_unit_accuracy(m2s, takes, clip))
-        lves.append(lip_vertex_error(_vertices(head, takes[0], model), _clip_vertices(head, clip), lips))
+        lves.append(lip_vertex_error(face_vertices(head, takes[0]), face_vertices(head, clip_motion(clip)), lips))
     model.denoiser.train(was_training)
     return {"unit_accuracy": float(np.mean(accuracies)), "lve_mm": float(np.mean(lves))}
-
-
-def _vertices(head, motion, model):
-    parts = unpack_motion(torch.as_tensor(motion), model.n_expression)
-    return head(**parts)
-
-
-def _clip_vertices(head, clip):
-    return head(expression=torch.from_numpy(clip.expression), jaw=torch.from_numpy(clip.jaw),
-                neck=torch.from_numpy(clip.neck), eyes=torch.from_numpy(clip.eyes))
 
 
 def _json(cfg: ThunderTrainConfig) -> dict:
