@@ -240,7 +240,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
         trained = nn.parallel.DistributedDataParallel(objective, device_ids=[device] if device.type == "cuda" else None)
 
     # 3. Loop.
-    started = time.time()
+    started, window = time.time(), []
     bar = ProgressBar(cfg.steps, label=Path(cfg.out).name) if progress and rank == 0 else None
     model.denoiser.train()
     model.encoder.train(cfg.train_encoder)
@@ -257,9 +257,12 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
         optimizer.step()
         step += 1
+        # Log means over the interval: single batches differ a lot (timesteps, clips), means show the trend.
+        window.append({"loss": loss.item(), **{k: v.item() for k, v in parts.items()}})
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.append({"step": step, "loss": loss.item(), **{k: v.item() for k, v in parts.items()},
-                        "lr": lr_at(step - 1, cfg), "seconds": round(time.time() - started, 1)})
+            means = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
+            log.append({"step": step, **means, "lr": lr_at(step - 1, cfg), "seconds": round(time.time() - started, 1)})
+            window = []
         # 4. Eval and checkpoint on rank 0 (atomically; the training state makes --resume exact).
         if rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps):
             if val_metas and m2s is not None:
