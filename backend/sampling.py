@@ -4,7 +4,9 @@ network from `backend.diffusion.network`.
 
 Long audio is cut into windows of `window` frames that overlap by `context` frames. Every window after the
 first is given the last `context` frames of the motion already made as known motion (the network was
-trained to continue it), and only its new frames are kept, so minutes come out without seams.
+trained to continue it); over those frames the motion fades from the old window's to the new one's, and
+after them the new window's is kept, so minutes come out without seams (`training/thunder/seams.py`
+measures them).
 
 Seeds: each take has its own generator, seeded with its seed, and draws its noise window by window on the
 CPU; so the same seed, audio and settings give the same take whatever else is in the batch, and another
@@ -140,6 +142,12 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
                                              total=len(starts) * step.total))
 
         x0 = SAMPLERS[settings.sampler](denoiser, noise * sigmas[0], sigmas, extra, report)
+        if keep_from:
+            # Cross-fade the overlap: the new window re-makes the context frames it was given, close to but
+            # not exactly the old ones; fading from old to new over them leaves no jump at either end.
+            ramp = (torch.arange(keep_from, device=device, dtype=x0.dtype) + 1) / (keep_from + 1)
+            overlap = out[:, start:start + keep_from]
+            out[:, start:start + keep_from] = overlap + ramp[None, :, None] * (x0[:, :keep_from] - overlap)
         out[:, start + keep_from:stop] = x0[:, keep_from:]
     return model.stats.denormalize(out).cpu()
 
