@@ -1,6 +1,6 @@
 """The shipped model (models/thunder) as a new user meets it: it loads for the built-in head with nothing
 downloaded, stays under 50 MB, and `thunder generate` with the defaults writes deterministic takes at the
-scene's frame rate for several files in one call."""
+scene's frame rate for several files in one call, and `thunder serve` serves it by default."""
 
 import json
 import math
@@ -61,3 +61,40 @@ def test_generate_with_the_defaults_is_deterministic_at_the_scene_frame_rate(tmp
     assert line1.n_frames == math.ceil(2.0 * 30)
     other_seed = load_take(runs[0][1])
     assert not np.allclose(line1.parts()["neck"], other_seed.parts()["neck"])
+
+
+def test_the_service_serves_the_shipped_model_by_default(tmp_path):
+    """`thunder serve` with no options: the shipped model answers, matches the command line take for take,
+    cancels a long generate between steps, and refuses a text file named .wav while staying up."""
+    from test_serve import TIMEOUT, Client, start_service
+
+    wav = tmp_path / "line1.wav"
+    soundfile.write(wav, _speechlike(2.0, 16000, 0), 16000)
+    assert main(["generate", str(wav), "--out", str(tmp_path / "cli"), "--takes", "2", "--seed", "3",
+                 "--fps", "30", "--steps", "4", "--threads", "1"]) == 0
+    process = start_service(stderr=open(tmp_path / "stderr.txt", "w"))
+    client = Client(process.stdin, process.stdout)
+    try:
+        assert client.event()["event"] == "ready"
+        assert client.ask("load")["event"] == "loaded"
+        hello = client.ask("hello")
+        assert Path(hello["model"]["path"]).resolve() == SHIPPED and hello["head"]["name"] == "thunder-builtin-v1"
+        result = client.ask("generate", audio=str(wav), takes=2, seed=3, fps=30, settings={"steps": 4},
+                            out=str(tmp_path / "service"))
+        assert result["event"] == "result", result
+        for k in (1, 2):
+            name = f"line1.take{k}.seed{2 + k}.npz"
+            a, b = load_take(tmp_path / "cli" / name), load_take(tmp_path / "service" / name)
+            assert all(np.array_equal(a.parts()[p], b.parts()[p]) for p in ("expression", "jaw", "neck", "eyes"))
+        request = client.send("generate", audio=str(wav), settings={"steps": 1000})
+        client.until(request, final=("sampling",), timeout=TIMEOUT)
+        assert client.ask("cancel", target=request)["running"] is True
+        assert client.until(request)[0]["event"] == "cancelled"
+        text = tmp_path / "notes.wav"
+        text.write_text("not audio at all\n")
+        error = client.ask("generate", audio=str(text))
+        assert error["event"] == "error" and "notes.wav" in error["message"]
+        assert client.ask("hello")["event"] == "hello"
+    finally:
+        process.stdin.close()
+        process.wait(TIMEOUT)
