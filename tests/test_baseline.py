@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from backend.errors import ThunderError
-from backend.head import Head, load_head
+from backend.head import Head
 from training.baseline import BaselineError, baseline_motion, phone_viseme
 from training.corpus.format import Segment
 from training.metrics import lip_distance
@@ -16,11 +16,6 @@ from training.metrics import lip_distance
 # "a map": silence, AA, M (120 ms: three frames), AA, silence.
 PHONES = [("SIL", 0.0, 0.3), ("AH0", 0.3, 0.5), ("M", 0.5, 0.62), ("AA1", 0.62, 0.9), ("SIL", 0.9, 1.4)]
 N_FRAMES = 35
-
-
-@pytest.fixture(scope="module")
-def head():
-    return load_head("builtin")
 
 
 def lip_opening(head, motion) -> np.ndarray:

@@ -6,20 +6,7 @@ asserted, the figures themselves are the bench's business."""
 import json
 import math
 
-import pytest
-import torch
-
 from backend import bench
-from backend.head import load_head
-from generation_fixtures import train_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield train_tiny_model(tmp_path_factory.mktemp("tiny"), load_head("builtin"))
-    torch.set_num_threads(threads)
 
 
 def numbers(value):

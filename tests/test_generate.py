@@ -13,37 +13,19 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 import backend.generate
 from backend.audio_io import AudioFileError
 from backend.cli import main as thunder
 from backend.frame_rate import FrameRateError, frames_for_seconds, resample_motion
 from backend.generate import GenerateError, Generator, speech_from_samples
-from backend.head import load_head
 from backend.sampling import SamplingError
 from backend.takes import TakeFileError, load_take, save_take, take_vertices
-from generation_fixtures import BAD_AUDIO_WORDS, train_tiny_model, write_bad_audio, write_speech
+from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FEW_STEPS = {"steps": 2}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def head():
-    return load_head("builtin")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(head, tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("tiny"), head)
 
 
 @pytest.fixture(scope="module")

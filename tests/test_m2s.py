@@ -14,24 +14,12 @@ import pytest
 import torch
 
 from backend.checkpoint import CheckpointError
-from backend.head import load_head
-from corpus_fixtures import write_tiny_corpus
 from training.m2s.api import load_m2s
 from training.m2s.inputs import MotionFeatures, MotionInputError
 from training.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.train import M2STrainConfig, train
 
 TINY = M2SConfig(width=32, layers=1, heads=2, ffn=64, conv_kernel=5, dropout=0.0)
-
-
-@pytest.fixture(scope="module")
-def head():
-    return load_head("builtin")
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(head, tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), head)
 
 
 def test_shapes_and_gradients_reach_the_vertices(head):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from backend.builtin_head import build
-from backend.head import Head, load_head
+from backend.head import Head
 from training.metrics import (
     correlations,
     lip_spread,
@@ -21,11 +21,6 @@ from training.metrics import (
 )
 
 RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(scope="module")
-def head():
-    return load_head("builtin")
 
 
 def blink_displacement(head) -> np.ndarray:

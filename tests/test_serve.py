@@ -21,31 +21,14 @@ import pytest
 import torch
 
 import backend.generate
-from backend.head import load_head
 from backend.service import Service
 from backend.takes import load_take
-from generation_fixtures import BAD_AUDIO_WORDS, train_tiny_model, write_bad_audio, write_speech
+from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SERVICE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TIMEOUT = 30.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def head():
-    return load_head("builtin")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(head, tmp_path_factory):
-    return train_tiny_model(tmp_path_factory.mktemp("tiny"), head)
 
 
 @pytest.fixture(scope="module")

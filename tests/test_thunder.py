@@ -27,7 +27,6 @@ from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.head import load_head
 from backend.sampling import SamplingError, SamplingSettings, sample_takes, window_starts
 from backend.thunder_model import ThunderModel, load_model
-from corpus_fixtures import write_tiny_corpus
 from training.corpus.format import open_corpus
 from training.m2s.api import load_m2s
 from training.m2s.model import M2SConfig
@@ -37,6 +36,8 @@ from training.m2s.units import PhoneUnits
 from training.thunder.data import make_examples, slice_batch
 from training.thunder.evaluate import evaluate_folder
 from training.thunder.train import ThunderLoss, _slice_draws, draw_batch, named_config, train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY_M2S = M2SConfig(width=32, layers=1, heads=2, ffn=64, conv_kernel=5, dropout=0.0)
 TINY_DENOISER = DenoiserConfig(width=32, layers=1, heads=2, ffn=64, dropout=0.0)
@@ -48,24 +49,6 @@ def tiny_config(name, corpus, out, m2s, **overrides):
                 denoiser=TINY_DENOISER, batch_size=4, window=24, context=4, diffusion_steps=50, steps=6,
                 eval_every=6, eval_clips=2, log_every=2, warmup=2, threads=1)
     return named_config(name, **{**base, **overrides})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def head():
-    return load_head("builtin")
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(head, tmp_path_factory):
-    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"), head)
 
 
 @pytest.fixture(scope="module")
