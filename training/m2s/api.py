@@ -22,6 +22,7 @@ from training.m2s.inputs import MotionFeatures
 from training.m2s.model import M2SConfig, MeshToSpeech
 
 M2S_KIND = "thunder-m2s"
+SHIPPED_M2S = Path(__file__).resolve().parents[2] / "models" / "m2s"  # the model the repository ships
 
 
 class M2S(nn.Module):

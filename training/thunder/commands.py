@@ -53,11 +53,9 @@ def cmd_eval(args) -> int:
         result = evaluate_folder(models, args.audio, head, args.takes, args.seed, settings, args.max_seconds)
         title = f"{result['files']} audio files in {args.audio}, {args.takes} takes each"
     else:
-        m2s = None
-        if args.m2s:
-            from training.m2s.api import load_m2s
+        from training.m2s.api import SHIPPED_M2S, load_m2s
 
-            m2s = load_m2s(args.m2s, head)
+        m2s = load_m2s(SHIPPED_M2S if args.m2s is None else args.m2s, head) if args.m2s != "" else None
         bar = ProgressBar(1, label="eval") if not args.quiet else None
 
         def progress(done, total):
@@ -117,7 +115,7 @@ def register_eval(subcommands) -> None:
     p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--guidance", type=float, default=1.0)
-    p.add_argument("--m2s", default="models/m2s", help="M2S model for unit accuracy ('' to skip)")
+    p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")
     p.add_argument("--head", default="builtin")
     p.add_argument("--max-clips", type=int, default=0)
     p.add_argument("--no-baseline", action="store_true")

@@ -35,6 +35,7 @@ from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
 from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
 from training.corpus.format import open_corpus
+from training.m2s.api import SHIPPED_M2S
 from training.m2s.units import PhoneUnits
 from training.plots import plot_training_log
 from training.thunder.data import crop_batch, fit_stats, make_examples, slice_batch
@@ -55,7 +56,7 @@ class ThunderTrainConfig:
     denoiser: DenoiserConfig = dataclasses.field(default_factory=DenoiserConfig)
     diffusion_steps: int = 500
     # Analysis-by-audio-synthesis.
-    m2s: str = "models/m2s"
+    m2s: str = str(SHIPPED_M2S)
     w_m2s: float = 1.0
     m2s_max_t: float = 1.0             # apply to timesteps t < m2s_max_t * diffusion_steps
     m2s_trainable: bool = False
