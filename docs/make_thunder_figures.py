@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--no-m2s", type=Path, default=Path("runs/thunder/w0"))
     parser.add_argument("--branches", nargs="*", default=["w_m2s=0.1=runs/thunder/w0.1", "w_m2s=0.5=runs/thunder/w0.5",
                                                           "w_m2s=1=runs/thunder/w1",
-                                                          "w_m2s=5=runs/thunder/w5"])
+                                                          "w_m2s=5=runs/thunder/w5",
+                                                          "thunder-t w_m2s=0.1=runs/thunder/t_w0.1"])
     parser.add_argument("--thunder", type=Path, default=Path("models/thunder"))
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--clip", default=None, help="a test clip id (default: the first with 3 bilabials)")
