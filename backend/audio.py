@@ -25,6 +25,11 @@ MELS_PER_FRAME = SAMPLES_PER_FRAME // MEL_HOP  # 4
 LOG_MEL_FLOOR = 1e-5
 
 
+def frames_for_samples(n_samples: int) -> int:
+    """The number of 25 fps motion frames for n samples of 16 kHz audio: ceil(n / 640)."""
+    return -(-int(n_samples) // SAMPLES_PER_FRAME)
+
+
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)

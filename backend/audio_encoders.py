@@ -16,22 +16,18 @@
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from backend.audio import MEL_BINS, SAMPLES_PER_FRAME, log_mel_spectrogram
+from backend.audio import MEL_BINS, SAMPLES_PER_FRAME, frames_for_samples, log_mel_spectrogram
 from backend.errors import ThunderError
 
 NORMALIZATION_WINDOW = 151  # mel frames (1.5 s) of the sliding mean
 
 class EncoderConfigError(ThunderError):
     """An audio encoder config names an unknown kind or lacks what it needs."""
-
-def frames_for_wave(n_samples: int) -> int:
-    return math.ceil(n_samples / SAMPLES_PER_FRAME)
 
 def pad_to_frames(wave: torch.Tensor, n_frames: int) -> torch.Tensor:
     """Zero-pad or cut (B, N) audio to exactly n_frames * 640 samples."""
@@ -81,7 +77,7 @@ class MelEncoder(nn.Module):
         return self.out_norm(x)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        n_frames = frames_for_wave(wave.shape[-1])
+        n_frames = frames_for_samples(wave.shape[-1])
         return self.features_from_log_mel(log_mel_spectrogram(pad_to_frames(wave, n_frames)))
 
 class SpeechModelEncoder(nn.Module):
@@ -113,7 +109,7 @@ class SpeechModelEncoder(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         from backend.ssl_speech import speech_hidden_states
 
-        n_frames = frames_for_wave(wave.shape[-1])
+        n_frames = frames_for_samples(wave.shape[-1])
         layer = self.layer if self.layer >= 0 else self.model.config.num_hidden_layers
         states = speech_hidden_states(self.model, pad_to_frames(wave, n_frames), layer, 2 * n_frames)
         return states.reshape(states.shape[0], n_frames, 2, -1).mean(2)  # 50 Hz -> 25 fps
@@ -133,7 +129,7 @@ def encode_long(encoder: nn.Module, wave, chunk_frames: int = 750, margin_frames
     pass. Memory grows with the chunk, not the file."""
     wave = torch.as_tensor(np.asarray(wave, dtype=np.float32))
     device = next(encoder.parameters()).device
-    n_frames = frames_for_wave(len(wave))
+    n_frames = frames_for_samples(len(wave))
     wave = pad_to_frames(wave[None], n_frames)[0]
     out = []
     for start in range(0, n_frames, chunk_frames):

@@ -11,6 +11,7 @@ from backend.builtin_head import build
 from backend.head import Head
 from training.metrics import (
     correlations,
+    head_motion_spread,
     lip_spread,
     lip_sync_correlations,
     lip_vertex_error,
@@ -180,3 +181,13 @@ def test_a_head_lacking_sets_falls_back_to_those_it_has(head):
     dropped = np.setdiff1d(data.vertex_sets["upper_face"], full["upper_face"])
     assert set(full["upper_face"].tolist()) <= set(sets["upper_face"].tolist())
     assert not set(dropped.tolist()) & set(sets["upper_face"].tolist())
+
+
+def test_head_motion_spread_is_the_mean_neck_angle_between_takes():
+    from backend.motion import motion_dim
+
+    takes = np.zeros((3, 10, motion_dim(4)))
+    takes[1, :, 4 + 3 + 1] = np.radians(6.0)  # take 2 turns its head 6 degrees about y; takes 1 and 3 do not
+    # pairs (1,2) and (2,3) differ by 6 degrees, (1,3) by 0
+    assert head_motion_spread(takes, 4) == pytest.approx(4.0)
+    assert np.isnan(head_motion_spread(takes[:1], 4))

@@ -36,6 +36,8 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
   slight lid-eyeball intersections, the eyeball's flat facets lying up to ~0.2 mm inside the true sphere).
   On the built-in head this drops 142 of the 1008 upper-face vertices; a full blink then moves no kept
   vertex more than 7.3 mm (the visible upper lid travels 7.8 mm), where the dropped ones moved up to 10.7 mm.
+* head_motion_spread (degrees): the mean over take pairs and frames of the difference between the takes'
+  neck rotations (axis-angle difference, small angles); faces are scored without the neck, this scores it.
 """
 
 from __future__ import annotations
@@ -246,3 +248,14 @@ def metric_vertex_sets(head) -> dict[str, np.ndarray]:
         hidden |= behind_sphere(template, center, radius)
         hidden[idx] = True  # the eyeballs themselves are no skin
     return {"lips": np.sort(lips), "upper_face": np.sort(upper_face[~hidden[upper_face]])}
+
+
+def head_motion_spread(takes: np.ndarray, n_expression: int) -> float:
+    """Mean over take pairs and frames of the angle (degrees) between the takes' neck rotations, using the
+    axis-angle difference (small angles)."""
+    from backend.motion import part_slices
+
+    neck = np.asarray(takes)[..., part_slices(n_expression)["neck"]]
+    pairs = [np.linalg.norm(neck[i] - neck[j], axis=-1).mean() for i in range(len(neck))
+             for j in range(i + 1, len(neck))]
+    return float(np.degrees(np.mean(pairs))) if pairs else float("nan")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.audio import MOTION_FPS as FPS
-from backend.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, write_wav
+from backend.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, frames_for_samples, write_wav  # noqa: F401
 # Audio is read in one place, backend.audio_io; read_audio and to_mono_16k stay importable from here for the
 # synthesizer and the converter.
 from backend.audio_io import AudioFileError
@@ -101,11 +101,6 @@ class Clip:
 
     def motion(self) -> dict[str, np.ndarray]:
         return {"expression": self.expression, "jaw": self.jaw, "neck": self.neck, "eyes": self.eyes}
-
-
-def frames_for_samples(n_samples: int) -> int:
-    """The number of 25 fps frames for a clip of n 16 kHz samples."""
-    return math.ceil(n_samples / SAMPLES_PER_FRAME)
 
 
 def clip_paths(root: str | Path, clip_id: str) -> dict[str, Path]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from training.m2s.inputs import MotionFeatures
 from training.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.units import KMeansUnits, PhoneUnits, unit_config
 from training.plots import plot_training_log
+from training.schedule import warmup_cosine
 
 
 @dataclasses.dataclass
@@ -59,10 +59,7 @@ class M2STrainConfig:
 
 
 def lr_at(step: int, cfg: M2STrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
 
 
 def m2s_loss(m2s: M2S, batch, cfg: M2STrainConfig, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from backend.progress import ProgressBar
 from training.corpus.format import open_corpus
 from training.m2s.model import UNITS_PER_FRAME
 from training.m2s.units import PhoneUnits
+from training.schedule import warmup_cosine
 
 ENCODER_KIND = "thunder-audio-encoder"
 
@@ -121,8 +121,7 @@ def train_encoder(cfg: EncoderTrainConfig, progress: bool = True) -> Path:
     log, started = [], time.time()
     bar = ProgressBar(cfg.steps, label="encoder") if progress else None
     for step in range(1, cfg.steps + 1):
-        progress_frac = max(0.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-        lr = cfg.lr * min(1.0, step / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * progress_frac))
+        lr = warmup_cosine(step - 1, cfg.lr, cfg.warmup, cfg.steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         waves, labels = _crops(train_set, units, cfg.batch_size, cfg.window, rng)

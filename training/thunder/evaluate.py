@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.audio import frames_for_samples
 from backend.motion import pack_motion, unpack_motion
 from backend.sampling import SamplingSettings, sample_takes
 from training import metrics
 from training.m2s.units import PhoneUnits
+from training.thunder.data import clip_motion
 
 
 def clip_takes(model, audio: np.ndarray, seeds, settings: SamplingSettings | None = None) -> np.ndarray:
@@ -48,15 +50,6 @@ def face_vertices(head, motion: np.ndarray) -> torch.Tensor:
     motion is free (stochastic) in the data and would swamp lip and brow differences; it is scored on its
     own (`head_motion_spread_deg`)."""
     return motion_vertices(head, motion, neck=False)
-
-
-def head_motion_spread(takes: np.ndarray, n_expression: int) -> float:
-    """Mean over take pairs and frames of the angle (degrees) between the takes' neck rotations, using the
-    axis-angle difference (small angles)."""
-    neck = takes[..., n_expression + 3:n_expression + 6]
-    pairs = [np.linalg.norm(neck[i] - neck[j], axis=-1).mean() for i in range(len(neck))
-             for j in range(i + 1, len(neck))]
-    return float(np.degrees(np.mean(pairs))) if pairs else float("nan")
 
 
 @torch.no_grad()
@@ -148,7 +141,7 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
     seconds = {name: 0.0 for name in models}
     for i, meta in enumerate(metas):
         clip = corpus.clip(meta.id)
-        ref_motion = pack_motion(clip.expression, clip.jaw, clip.neck, clip.eyes)
+        ref_motion = clip_motion(clip)
         ref = face_vertices(head, ref_motion)
         phones = clip.meta.phones
         for name, (model, row_settings) in models.items():
@@ -157,13 +150,13 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
             seconds[name] += time.perf_counter() - started
             accuracy = m2s_unit_accuracy(m2s, sampled, clip) if m2s is not None else None
             score_takes(rows[name], head, sets, [face_vertices(head, m) for m in sampled], phones, ref, accuracy)
-            rows[name].add(head_motion_spread_deg=head_motion_spread(sampled, head.n_expression))
+            rows[name].add(head_motion_spread_deg=metrics.head_motion_spread(sampled, head.n_expression))
         if reference:
             accuracy = m2s_unit_accuracy(m2s, ref_motion[None], clip) if m2s is not None else None
             score_takes(rows["reference"], head, sets, [ref], phones, None, accuracy)
         if baseline:
             base = baseline_motion(phones, clip.meta.n_frames, head)
-            base_motion = pack_motion(base["expression"], base["jaw"], base["neck"], base["eyes"])
+            base_motion = pack_motion(**base)
             accuracy = m2s_unit_accuracy(m2s, base_motion[None], clip) if m2s is not None else None
             score_takes(rows["phoneme baseline"], head, sets, [face_vertices(head, base_motion)], phones, ref,
                         accuracy)
@@ -196,10 +189,10 @@ def evaluate_folder(models: dict, folder, head, takes: int = 4, seed: int = 0,
         for name, (model, row_settings) in models.items():
             sampled = clip_takes(model, audio, seeds, row_settings)
             score_takes(rows[name], head, sets, [face_vertices(head, m) for m in sampled], phones)
-            rows[name].add(head_motion_spread_deg=head_motion_spread(sampled, head.n_expression))
+            rows[name].add(head_motion_spread_deg=metrics.head_motion_spread(sampled, head.n_expression))
         if phones:
-            base = baseline_motion(phones, -(-len(audio) // 640), head)
-            base_motion = pack_motion(base["expression"], base["jaw"], base["neck"], base["eyes"])
+            base = baseline_motion(phones, frames_for_samples(len(audio)), head)
+            base_motion = pack_motion(**base)
             score_takes(rows.setdefault("phoneme baseline", Scores()), head, sets, [face_vertices(head, base_motion)],
                         phones)
     return {"folder": str(folder), "files": len(files), "takes": takes, "seed": seed,

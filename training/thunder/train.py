@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from training.corpus.format import open_corpus
 from training.m2s.api import SHIPPED_M2S
 from training.m2s.units import PhoneUnits
 from training.plots import plot_training_log
+from training.schedule import warmup_cosine
 from training.thunder.data import crop_batch, fit_stats, make_examples, slice_batch
 from training.train_state import load_training_state, save_training_state
 
@@ -105,10 +105,7 @@ def named_config(name: str, **overrides) -> ThunderTrainConfig:
 
 
 def lr_at(step: int, cfg: ThunderTrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, floor=0.1)
 
 
 class ThunderLoss(nn.Module):
