@@ -22,6 +22,7 @@ The service exits when stdin closes, on a shutdown request, or when its parent p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -54,7 +55,7 @@ REQUEST_FIELDS = {
     "generate": {"audio", "samples", "sample_rate", "start", "end", "fps", "takes", "seed", "seeds", "settings",
                  "out"},
     "cancel": {"target"},
-    "head": set(),
+    "head": {"shape"},
     "shutdown": set(),
 }
 
@@ -92,21 +93,35 @@ def _one_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def head_mesh_arrays(head) -> dict[str, np.ndarray]:
+def head_mesh_arrays(head, shape=None) -> dict[str, np.ndarray]:
     """What the add-on needs to build the head with numpy alone: the rest mesh, the expression and pose-corrective
-    bases, the joints at rest and how expressions move them, the skinning weights and the joint tree."""
+    bases, the joints at rest and how expressions move them, the skinning weights, the joint tree, and the face
+    regions (for materials) when the head has them.
+
+    shape: identity coefficients (at most the head's shape components) baked into the rest mesh and joints; the
+    expression basis is the same whatever the shape, so takes made for the head fit the shaped head too."""
     data = head.data
     regressor = data.joint_regressor.astype(np.float64)
-    return {
-        "vertices": data.v_template.astype(np.float32),                                  # (V, 3)
+    vertices = data.v_template.astype(np.float64)
+    if shape is not None:
+        coefficients = np.asarray(shape, dtype=np.float64)
+        if coefficients.ndim != 1 or len(coefficients) > data.shapedirs.shape[2] or not np.isfinite(coefficients).all():
+            raise ThunderError(f"an identity shape must be at most {data.shapedirs.shape[2]} finite numbers for the "
+                               f"head {head.name}; got {len(coefficients) if coefficients.ndim == 1 else coefficients.shape}")
+        vertices = vertices + data.shapedirs[:, :, :len(coefficients)].astype(np.float64) @ coefficients
+    arrays = {
+        "vertices": vertices.astype(np.float32),                                         # (V, 3)
         "faces": data.faces.astype(np.int32),                                            # (F, 3)
         "expression_basis": data.exprdirs.astype(np.float32),                            # (V, 3, E)
         "pose_basis": data.posedirs.astype(np.float32),                                  # (V, 3, 36)
-        "joints": (regressor @ data.v_template).astype(np.float32),                      # (J, 3)
+        "joints": (regressor @ vertices).astype(np.float32),                             # (J, 3)
         "joint_expression_basis": np.einsum("jv,vce->jce", regressor, data.exprdirs).astype(np.float32),
         "weights": data.weights.astype(np.float32),                                      # (V, J)
         "parents": data.parents.astype(np.int32),                                        # (J,), -1 at the root
     }
+    if head.face_region is not None:
+        arrays["face_region"] = np.asarray(head.face_region, dtype=np.int32)            # (F,)
+    return arrays
 
 
 class Service:
@@ -266,8 +281,10 @@ class Service:
     def on_head(self, request: dict) -> None:
         generator = self._loaded_generator()
         head = generator.head
-        path = self.work_folder / f"head-{head.identity.replace(':', '-')}.npz"
-        arrays = head_mesh_arrays(head)
+        shape = _field(request, "shape", list, "a list of identity coefficients")
+        arrays = head_mesh_arrays(head, shape)
+        digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8] if shape else "template"
+        path = self.work_folder / f"head-{head.identity.replace(':', '-')}-{digest}.npz"
         if not path.exists():
             def write(tmp: Path):
                 with open(tmp, "wb") as file:
@@ -275,8 +292,9 @@ class Service:
 
             write_atomically(path, write)
         self.send({"event": "head", "id": request["id"], "file": str(path), "name": head.name,
-                   "identity": head.identity, "expression_names": list(head.expression_names),
-                   "joint_names": list(head.joint_names),
+                   "identity": head.identity, "source": str(head.source), "shape": shape,
+                   "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
+                   "face_region_names": list(head.face_region_names or []),
                    "arrays": {name: list(value.shape) for name, value in arrays.items()}})
 
     def on_cancel(self, request: dict) -> None:

@@ -189,6 +189,23 @@ def test_head_gives_what_the_add_on_needs_to_build_it(service, head):
     np.testing.assert_allclose(rebuilt, posed, atol=1e-5)
 
 
+def test_head_bakes_an_identity_shape_into_the_rest_mesh_and_joints(service, head):
+    shape = [1.5, -1.0, 0.5]
+    reply = service.ask("head", shape=shape)
+    assert reply["event"] == "head" and reply["shape"] == shape and reply["identity"] == head.identity
+    with np.load(reply["file"], allow_pickle=False) as npz:
+        vertices, joints = npz["vertices"], npz["joints"]
+    with torch.no_grad():
+        shaped, shaped_joints = head(expression=torch.zeros(1, head.n_expression),
+                                     shape=torch.tensor([shape]), return_joints=True)
+    np.testing.assert_allclose(vertices, shaped[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(joints, shaped_joints[0].numpy(), atol=1e-5)
+    with np.load(service.ask("head")["file"], allow_pickle=False) as npz:
+        assert np.abs(vertices - npz["vertices"]).max() > 1e-3  # the template's own file is another one
+    bad = service.ask("head", shape=[float(k) for k in range(10_000)])
+    assert bad["event"] == "error" and bad["code"] == "input" and "identity shape" in bad["message"]
+
+
 # ------------------------------------------------------------------------------------------ cancel, busy
 def test_cancel_stops_a_long_generate_between_steps(service, speech):
     request = service.send("generate", audio=str(speech), settings={"steps": 1000})
