@@ -39,3 +39,29 @@ def tiny_model(head, tmp_path_factory):
         return train_tiny_model(tmp_path_factory.mktemp("tiny"), head)
     finally:
         torch.set_num_threads(threads)
+
+
+# Blender tests (tests/blender_harness.py): the extension zip, built once, and which Blenders are tested.
+@pytest.fixture(scope="session")
+def extension_zip(tmp_path_factory):
+    """The installable extension zip, built once per session by scripts/build_extension.py."""
+    from blender_harness import build_extension_zip
+
+    return build_extension_zip(tmp_path_factory.mktemp("extension"))
+
+
+def pytest_report_header(config):
+    from blender_harness import report_lines
+
+    return report_lines()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which Blenders the Blender cases ran on; shown with -q too, unlike the header."""
+    from blender_harness import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.write_sep("-", "Blender versions the cases ran on")
+        for line in lines:
+            terminalreporter.write_line(line)
