@@ -1,0 +1,82 @@
+"""The few places where Blender 4.5 and 5.x differ, read through one function each.
+
+- Sound strips: `scene.sequence_editor.strips` (4.5 also has `sequences`, 5.0 only `strips`); 5.2 renames
+  frame_start / frame_final_start / frame_final_end to content_start / left_handle / right_handle.
+- Animation: Blender 5 has no Action.fcurves. Both 4.5 and 5.x have slotted actions: an action holds slots
+  (one per animated datablock: here the Key and the armature of one take), and a keyframe strip holds one
+  channelbag of F-curves per slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bpy
+
+
+# ---------------------------------------------------------------------------------------------- strips
+def sound_strips(scene) -> list:
+    """The scene's sound strips, in the Sequencer's order (none without a sequence editor)."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return []
+    strips = getattr(editor, "strips_all", None) or getattr(editor, "sequences_all", None) or []
+    return [strip for strip in strips if strip.type == "SOUND"]
+
+
+@dataclass(frozen=True)
+class StripTiming:
+    """Where a strip's content sits on the timeline, in frames; sound_offset in seconds."""
+
+    content_start: float   # the frame where the sound's second `sound_offset` plays
+    left: float            # the first frame that plays (after trimming)
+    right: float           # the frame after the last one that plays
+    sound_offset: float
+
+
+def strip_timing(strip) -> StripTiming:
+    def first(*names):
+        for name in names:
+            if hasattr(strip, name):
+                return float(getattr(strip, name))
+        raise AttributeError(f"strip {strip.name} has none of {names}")
+
+    return StripTiming(first("content_start", "frame_start"), first("left_handle", "frame_final_start"),
+                       first("right_handle", "frame_final_end"), float(getattr(strip, "sound_offset", 0.0)))
+
+
+# ---------------------------------------------------------------------------------------------- actions
+def new_slot(action, id_type: str, name: str):
+    """A new slot of `action` for a datablock of `id_type` ('KEY', 'OBJECT')."""
+    return action.slots.new(id_type=id_type, name=name)
+
+
+def slot_fcurves(action, slot):
+    """The F-curves of `slot` in `action` (made on first use: one layer, one keyframe strip)."""
+    if not action.layers:
+        action.layers.new("Thunder")
+    layer = action.layers[0]
+    if not layer.strips:
+        layer.strips.new(type="KEYFRAME")
+    return layer.strips[0].channelbag(slot, ensure=True).fcurves
+
+
+def find_slot(action, id_type: str):
+    """The first slot of `action` for `id_type`, or None."""
+    for slot in action.slots:
+        if slot.target_id_type == id_type:
+            return slot
+    return None
+
+
+def assign(id_data, action, slot) -> None:
+    """Play `slot` of `action` on `id_data` (or clear its action when `action` is None)."""
+    animation = id_data.animation_data or id_data.animation_data_create()
+    animation.action = action
+    if action is not None and slot is not None:
+        animation.action_slot = slot
+
+
+def assigned_action(id_data):
+    animation = getattr(id_data, "animation_data", None)
+    return animation.action if animation is not None else None

@@ -1,0 +1,105 @@
+"""What the add-on stores in the .blend: the head's identity and takes (on the head's armature object) and the
+Generate and Export settings (on the scene). Saved with the file, so takes survive a reload."""
+
+from __future__ import annotations
+
+import bpy
+
+# The emotions of the model the backend loaded; the shipped model's until the backend says otherwise.
+KNOWN_EMOTIONS = ["neutral", "happy", "sad"]
+_emotion_items_cache: list = []   # Blender needs the items list to outlive the callback
+
+
+def emotion_items(self, context):
+    _emotion_items_cache[:] = [(name, name.capitalize(), f"Speak {name}") for name in KNOWN_EMOTIONS]
+    return _emotion_items_cache
+
+
+def _activate_take(self, context):
+    """Clicking a take in the list plays it: switching takes is only a change of the assigned action."""
+    from . import takes
+
+    if 0 <= self.active_take < len(self.takes):
+        takes.activate(self.id_data, self.active_take)
+
+
+class ThunderTake(bpy.types.PropertyGroup):
+    # `name` (from PropertyGroup) is the take's label in the list; Rename edits it.
+    action: bpy.props.PointerProperty(type=bpy.types.Action, name="Action")
+    seed: bpy.props.IntProperty(name="Seed", min=0)
+    emotion: bpy.props.StringProperty(name="Emotion")
+    intensity: bpy.props.FloatProperty(name="Intensity")
+    guidance: bpy.props.FloatProperty(name="Guidance")
+    steps: bpy.props.IntProperty(name="Steps")
+    settings: bpy.props.StringProperty(name="Settings", description="The sampling settings, as JSON")
+    file: bpy.props.StringProperty(name="Take file", subtype="FILE_PATH")
+    audio: bpy.props.StringProperty(name="Audio", description="The audio file the take was made for")
+    audio_start: bpy.props.FloatProperty(name="Audio start", description="Seconds into the audio of the first frame")
+    audio_end: bpy.props.FloatProperty(name="Audio end")
+    frame_start: bpy.props.FloatProperty(name="First frame")
+    frames: bpy.props.IntProperty(name="Frames")
+    batch: bpy.props.IntProperty(name="Batch", description="Takes generated together share a batch number")
+    kept: bpy.props.BoolProperty(name="Keep", description="Resample leaves kept takes alone")
+
+
+class ThunderHead(bpy.types.PropertyGroup):
+    is_head: bpy.props.BoolProperty(name="Thunder head")
+    mesh: bpy.props.PointerProperty(type=bpy.types.Object, name="Mesh")
+    head_name: bpy.props.StringProperty(name="Head")
+    identity: bpy.props.StringProperty(name="Identity")
+    source: bpy.props.StringProperty(name="Source", description="'builtin' or the FLAME file the head came from")
+    shape: bpy.props.StringProperty(name="Identity shape")
+    takes: bpy.props.CollectionProperty(type=ThunderTake)
+    active_take: bpy.props.IntProperty(name="Active take", default=-1, update=_activate_take)
+    batches: bpy.props.IntProperty(name="Batches")
+    # The animation the head had before its first take, kept (fake user) so it can be put back.
+    original_key_action: bpy.props.PointerProperty(type=bpy.types.Action)
+    original_armature_action: bpy.props.PointerProperty(type=bpy.types.Action)
+
+
+def _is_head(self, obj):
+    return obj.type == "ARMATURE" and obj.thunder.is_head
+
+
+class ThunderSettings(bpy.types.PropertyGroup):
+    audio_source: bpy.props.EnumProperty(
+        name="Audio", items=[("STRIP", "Sound strip", "A sound strip of this scene's Sequencer"),
+                             ("FILE", "File", "An audio file; the take starts at the scene's start frame")])
+    strip: bpy.props.StringProperty(name="Strip", description="The sound strip to animate")
+    audio_file: bpy.props.StringProperty(name="Audio file", subtype="FILE_PATH")
+    head: bpy.props.PointerProperty(type=bpy.types.Object, name="Head", poll=_is_head,
+                                    description="The Thunder head to animate")
+    takes: bpy.props.IntProperty(name="Takes", default=2, min=1, max=16)
+    seed_mode: bpy.props.EnumProperty(name="Seed", items=[("RANDOM", "Random", "New seeds every time"),
+                                                          ("FIXED", "Fixed", "Takes use seed, seed + 1, ...")])
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    emotion: bpy.props.EnumProperty(name="Emotion", items=emotion_items)
+    intensity: bpy.props.FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0)
+    guidance: bpy.props.FloatProperty(name="Guidance", default=1.0, min=0.0, max=10.0,
+                                      description="Classifier-free guidance on the audio (1: none)")
+    steps: bpy.props.IntProperty(name="Steps", default=10, min=1, max=200)
+    replace_animation: bpy.props.BoolProperty(
+        name="Replace existing animation", default=False,
+        description="The head has animation that is not a Thunder take: keep it (fake user) and play takes instead")
+    export_folder: bpy.props.StringProperty(name="Folder", subtype="DIR_PATH", default="//thunder_export")
+    export_fbx: bpy.props.BoolProperty(name="FBX", default=True)
+    export_abc: bpy.props.BoolProperty(name="Alembic", default=True)
+    export_usd: bpy.props.BoolProperty(name="USD", default=True)
+    export_all: bpy.props.BoolProperty(name="Every take", description="One file per take and format")
+
+
+classes = (ThunderTake, ThunderHead, ThunderSettings)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Object.thunder = bpy.props.PointerProperty(type=ThunderHead)
+    bpy.types.Scene.thunder = bpy.props.PointerProperty(type=ThunderSettings)
+
+
+def unregister():
+    del bpy.types.Scene.thunder
+    del bpy.types.Object.thunder
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

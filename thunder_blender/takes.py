@@ -1,0 +1,174 @@
+"""Takes on a head: one action per take, with a slot for the head's shape keys and one for its armature.
+
+    action = key_take(head, take, frame_start)    # the take's keyframes, written with foreach_set
+    add_take(head, take, frame_start, batch)      # keyed, listed on the head, and played
+    activate(head, index)                         # switch takes: assign another action (instant)
+    delete(head, index)
+
+Every frame of a take is a keyframe (linear interpolation: the model samples every frame, so there is
+nothing to interpolate but sub-frames). Actions have a fake user, so a take survives while it is not playing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bpy
+import numpy as np
+
+from . import compat, rig_math
+from .head_build import SLIDER_RANGE, head_rig_data
+
+
+class TakeError(Exception):
+    """A take that cannot go on this head; one sentence."""
+
+
+def _write_fcurve(fcurves, data_path: str, index: int, frames: np.ndarray, values: np.ndarray):
+    curve = fcurves.new(data_path=data_path, index=index)
+    points = curve.keyframe_points
+    points.add(len(frames))
+    points.foreach_set("co", np.column_stack([frames, values]).astype(np.float32).ravel())
+    points.foreach_set("interpolation", np.full(len(frames), _LINEAR, dtype=np.int32))
+    curve.update()
+    return curve
+
+
+# The enum value of 'LINEAR' among Keyframe.interpolation's items ('CONSTANT', 'LINEAR', ...).
+_LINEAR = 1
+
+
+def key_take(head, take, frame_start: float, name: str):
+    """A new action holding `take` (a take_file.TakeData) keyed on `head` from `frame_start`, one key per frame."""
+    thunder = head.thunder
+    if take.meta["head"].get("identity") != thunder.identity:
+        raise TakeError(f"the take {take.path.name} was made for the head {take.meta['head'].get('identity')}, "
+                        f"not for {head.name} ({thunder.identity})")
+    joint_names, expression_names, joints, joint_basis = head_rig_data(head)
+    expression = take.parts["expression"]
+    if expression.shape[1] != len(expression_names):
+        raise TakeError(f"the take {take.path.name} has {expression.shape[1]} expression components; "
+                        f"{head.name} has {len(expression_names)}")
+    if np.abs(expression).max(initial=0.0) > SLIDER_RANGE:
+        raise TakeError(f"the take {take.path.name} has expression weights beyond Blender's slider limit of "
+                        f"±{SLIDER_RANGE:g}")
+    pose = rig_math.take_pose(take.parts, len(joint_names))
+    correctives = rig_math.pose_corrective_features(rig_math.axis_angle_to_matrix(pose))
+    locations, quaternions = rig_math.bone_channels(pose, expression, joints, joint_basis)
+    frames = frame_start + np.arange(take.n_frames, dtype=np.float64)
+
+    action = bpy.data.actions.new(name)
+    action.use_fake_user = True
+    key_slot = compat.new_slot(action, "KEY", name)
+    armature_slot = compat.new_slot(action, "OBJECT", name)
+    key_curves = compat.slot_fcurves(action, key_slot)
+    names = expression_names + rig_math.pose_corrective_names(joint_names)
+    values = np.concatenate([expression, correctives], axis=1)
+    for k, key_name in enumerate(names):
+        _write_fcurve(key_curves, f'key_blocks["{key_name}"].value', 0, frames, values[:, k])
+    bone_curves = compat.slot_fcurves(action, armature_slot)
+    for j, joint in enumerate(joint_names[1:], start=1):   # the root is not animated by takes
+        for axis in range(4):
+            _write_fcurve(bone_curves, f'pose.bones["{joint}"].rotation_quaternion', axis, frames,
+                          quaternions[:, j, axis])
+        for axis in range(3):
+            _write_fcurve(bone_curves, f'pose.bones["{joint}"].location', axis, frames, locations[:, j, axis])
+    action["thunder_take"] = True
+    return action
+
+
+def shape_key_datablock(head):
+    return head.thunder.mesh.data.shape_keys
+
+
+def foreign_animation(head) -> list[str]:
+    """Actions playing on the head (its shape keys or armature) that are not Thunder takes, by name."""
+    found = []
+    for datablock in (shape_key_datablock(head), head):
+        action = compat.assigned_action(datablock)
+        if action is not None and not action.get("thunder_take"):
+            found.append(action.name)
+    return found
+
+
+def keep_original_animation(head) -> None:
+    """Remember the head's non-Thunder actions (with a fake user) before takes replace them."""
+    thunder = head.thunder
+    key_action = compat.assigned_action(shape_key_datablock(head))
+    armature_action = compat.assigned_action(head)
+    for action, attribute in ((key_action, "original_key_action"), (armature_action, "original_armature_action")):
+        if action is not None and not action.get("thunder_take"):
+            action.use_fake_user = True
+            setattr(thunder, attribute, action)
+
+
+def add_take(head, take, frame_start: float, batch: int, label: str | None = None):
+    """Key `take` on `head`, list it, and play it. Returns the list entry."""
+    thunder = head.thunder
+    number = len(thunder.takes) + 1
+    settings = take.meta.get("settings", {})
+    label = label or f"Take {number}"
+    action = key_take(head, take, frame_start, f"{head.name} {label} seed {take.seed}")
+    item = thunder.takes.add()
+    item.name = label
+    item.action = action
+    item.seed = take.seed
+    item.emotion = str(settings.get("emotion", "neutral"))
+    item.intensity = float(settings.get("intensity", 0.0))
+    item.guidance = float(settings.get("guidance", 1.0))
+    item.steps = int(settings.get("steps", 0))
+    item.settings = json.dumps(settings)
+    item.file = str(take.path)
+    audio = take.meta.get("audio", {})
+    item.audio = str(audio.get("path") or audio.get("file") or "")
+    item.audio_start = float(audio.get("start", 0.0))
+    item.audio_end = float(audio.get("end", 0.0))
+    item.frame_start = frame_start
+    item.frames = take.n_frames
+    item.batch = batch
+    thunder.active_take = len(thunder.takes) - 1   # plays it (the property's update)
+    return item
+
+
+def activate(head, index: int) -> None:
+    """Play take `index` on the head: assign its action's slots to the shape keys and the armature."""
+    thunder = head.thunder
+    action = thunder.takes[index].action
+    if action is None:
+        raise TakeError(f"the take {thunder.takes[index].name} has lost its action")
+    compat.assign(shape_key_datablock(head), action, compat.find_slot(action, "KEY"))
+    compat.assign(head, action, compat.find_slot(action, "OBJECT"))
+    if thunder.active_take != index:
+        thunder.active_take = index
+
+
+def delete(head, index: int) -> None:
+    """Remove take `index` and its action; the previous take (or the head's original animation) plays."""
+    thunder = head.thunder
+    action = thunder.takes[index].action
+    playing = compat.assigned_action(shape_key_datablock(head)) == action
+    thunder.takes.remove(index)
+    if action is not None and action.users <= (2 if playing else 1):   # its fake user (and this head)
+        if playing:
+            compat.assign(shape_key_datablock(head), None, None)
+            compat.assign(head, None, None)
+        bpy.data.actions.remove(action)
+    if thunder.takes:
+        activate(head, min(index, len(thunder.takes) - 1))
+    else:
+        thunder.active_take = -1
+        _restore_original(head)
+
+
+def _restore_original(head) -> None:
+    thunder = head.thunder
+    if thunder.original_key_action is not None:
+        key_action = thunder.original_key_action
+        compat.assign(shape_key_datablock(head), key_action, compat.find_slot(key_action, "KEY"))
+    else:
+        compat.assign(shape_key_datablock(head), None, None)
+    if thunder.original_armature_action is not None:
+        armature_action = thunder.original_armature_action
+        compat.assign(head, armature_action, compat.find_slot(armature_action, "OBJECT"))
+    else:
+        compat.assign(head, None, None)
