@@ -5,9 +5,11 @@ Debian's festival with the CMU SLT Arctic HTS voice (apt-get install festival fe
 slightly slow rate, with a quarter second of silence on each side so that a take starts and ends at rest.
 Written as 16 kHz mono 16-bit PCM: what `thunder demo` and the docs' Blender figure animate. The synthesis
 goes through the corpus's own engine wrapper (training.corpus.synth), so it is the project's own speech.
+Beside it, NAME.txt holds the transcript as the aligner reads it (lowercase words of the CMU dictionary, the
+convention of `thunder corpus convert` and `thunder eval` on a folder).
 
-An existing file is never replaced (exit status 1) unless --overwrite is given. Prints the file, its length
-and its forced alignment (pocketsphinx), to check that every word was spoken.
+An existing file is never replaced (exit status 1) unless --overwrite is given. Prints the files, the clip's
+length and its forced alignment (pocketsphinx), to check that every word was spoken.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ PAD_SECONDS = 0.25
 DEFAULT_OUT = ROOT / "backend" / "examples" / "thunder_example.wav"
 
 
+def transcript(sentence: str = SENTENCE) -> str:
+    """The sentence as the aligner reads it: lowercase words, no punctuation."""
+    return " ".join("".join(c for c in sentence.lower() if c.isalpha() or c in " '").split())
+
+
 def make_example(voice: str = VOICE, sentence: str = SENTENCE) -> np.ndarray:
     """The clip as 16 kHz mono float32 samples: the sentence, padded with silence."""
     speech = synthesize(VoiceConfig.parse(voice), sentence)
@@ -46,18 +53,21 @@ def main(argv=None) -> int:
     parser.add_argument("--voice", default=VOICE, help=f"engine:voice@rate,pitch (default {VOICE})")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     args = parser.parse_args(argv)
-    if args.out.exists() and not args.overwrite:
-        print(f"{args.out} already exists; pass --overwrite to replace it", file=sys.stderr)
-        return 1
+    text_path = args.out.with_suffix(".txt")
+    for path in (args.out, text_path):
+        if path.exists() and not args.overwrite:
+            print(f"{path} already exists; pass --overwrite to replace it", file=sys.stderr)
+            return 1
     samples = make_example(args.voice)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(str(args.out), np.clip(samples, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+    text_path.write_text(transcript() + "\n")
     print(f"wrote {args.out}: {len(samples) / SAMPLE_RATE:.2f} s, {args.voice}")
+    print(f"wrote {text_path}")
     try:
         from training.corpus.align import align
 
-        words = "".join(c for c in SENTENCE.lower() if c.isalpha() or c == " ").split()
-        _, phones = align(samples, " ".join(words))
+        _, phones = align(samples, transcript())
         print(" ".join(f"{p.label}@{p.start:.2f}" for p in phones))
     except ImportError:
         print("(pocketsphinx is not installed: no alignment printed)")
