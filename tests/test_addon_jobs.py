@@ -340,6 +340,8 @@ def test_generate_streams_progress_then_the_take_files(managers, speech, tmp_pat
     assert sent == ["generate", "load", "generate"]
     assert manager.backend_info["head"]["name"] == "my_flame"
     assert manager.request_sync("hello")["loads"] == 2
+    head = manager.request_sync("head", load={"head": "builtin"})  # the head of the job's load wish
+    assert head["name"] == "thunder-builtin-v1" and sent[-2:] == ["load", "head"]
 
 
 @pytest.mark.timeout(60)

@@ -216,9 +216,10 @@ class JobManager:
             return job.final
         raise BackendError(job.message or f"the {job.type} request was cancelled")
 
-    def request_sync(self, type: str, timeout: float = 60.0, **fields) -> dict:
-        """A quick request (hello, head, load) run to its answer; see run_sync."""
-        return self.run_sync({"type": type, **fields}, timeout=timeout)
+    def request_sync(self, type: str, timeout: float = 60.0, load: dict | None = None, **fields) -> dict:
+        """A quick request (hello, head, load) run to its answer, after a load when `load` asks for one (as in
+        start); see run_sync."""
+        return self.run_sync({"type": type, **fields}, load=load, timeout=timeout)
 
     # -------------------------------------------------------------------------------------- inside
     def _wish(self, fields: dict) -> dict:
