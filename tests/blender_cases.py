@@ -48,6 +48,7 @@ def _isolate():
 _isolate()
 
 import bpy  # noqa: E402  (after the import blocker, on purpose)
+import numpy as np  # noqa: E402
 
 
 def case(function):
@@ -146,6 +147,158 @@ def install(work_dir, args):
     check(not preferences_class.is_registered, "the AddonPreferences class is still registered after disable")
     return {"module": module.__name__, "installed_dir": str(installed), "files": sorted(members),
             "preferences": names, "bpy": bpy.app.version_string}
+
+
+# ---------------------------------------------------------------------------------------------- the add-on at work
+def add_sound_strip(scene, name, wav, frame, trim_start=0, channel=1):
+    """A sound strip of `wav` whose content starts at `frame`, with its first `trim_start` frames trimmed."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    strip = editor.strips.new_sound(name, str(wav), channel, frame)
+    if trim_start:
+        if hasattr(strip, "left_handle"):       # 5.2
+            strip.left_handle = frame + trim_start
+        else:
+            strip.frame_final_start = frame + trim_start
+    return strip
+
+
+def key_values(action, id_type):
+    """{(data_path, index): (frames, values)} of the slot of `id_type` in `action` (slotted actions)."""
+    slot = next(s for s in action.slots if s.target_id_type == id_type)
+    curves = action.layers[0].strips[0].channelbag(slot).fcurves
+    result = {}
+    for curve in curves:
+        co = np.empty(len(curve.keyframe_points) * 2, dtype=np.float32)
+        curve.keyframe_points.foreach_get("co", co)
+        result[(curve.data_path, curve.array_index)] = (co[0::2].astype(np.float64), co[1::2].astype(np.float64))
+    return result
+
+
+def quaternion_of(axis_angle):
+    angle = np.linalg.norm(axis_angle, axis=-1, keepdims=True)
+    safe = np.where(angle < 1e-9, 1.0, angle)
+    return np.concatenate([np.cos(angle / 2), np.where(angle < 1e-9, 0.5, np.sin(angle / 2) / safe) * axis_angle], -1)
+
+
+def check_take_keys(head, item, strip_first_frame):
+    """The take's keys: one per frame from the strip's first playing frame, values equal to its take file."""
+    with np.load(item.file, allow_pickle=False) as take:
+        expression, jaw = take["expression"].astype(np.float64), take["jaw"].astype(np.float64)
+    names = list(head.data["thunder_expression_names"])
+    key = key_values(item.action, "KEY")
+    check(len(key) == len(names) + 36, f"{len(key)} shape-key curves, expected {len(names)} + 36")
+    for k, name in enumerate(names):
+        frames, values = key[(f'key_blocks["{name}"].value', 0)]
+        check(len(frames) == len(expression), f"{name}: {len(frames)} keys for {len(expression)} frames")
+        check(abs(frames[0] - strip_first_frame) < 1e-4, f"{name}: first key at {frames[0]}, not {strip_first_frame}")
+        check(np.allclose(np.diff(frames), 1.0), f"{name}: keys are not one per frame")
+        check(np.abs(values - expression[:, k]).max() < 1e-5, f"{name}: keyed values differ from the take file")
+    bones = key_values(item.action, "OBJECT")
+    jaw_keys = np.stack([bones[('pose.bones["jaw"].rotation_quaternion', i)][1] for i in range(4)], -1)
+    check(np.abs(jaw_keys - quaternion_of(jaw)).max() < 1e-5, "the jaw's keyed rotation differs from the take")
+    return len(expression)
+
+
+def shape_key_value_now(head, name):
+    return head.thunder.mesh.data.shape_keys.key_blocks[name].value
+
+
+@case
+def end_to_end(work_dir, args):
+    """Install; a sound strip from a WAV (offset and trimmed); the built-in head; 2 takes with the real backend
+    and shipped model; keys equal the take files; resample; switch takes; export FBX, Alembic and USD and
+    read FBX and Alembic back (USD is read back by the test, with pxr)."""
+    from export_readback import alembic_vertices, fbx_shape_key_curves
+
+    thunder = install_extension(args["zip"])
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=10, trim_start=6)
+    head = thunder.api.add_head()
+    check(head.thunder.is_head and head.type == "ARMATURE", "add_head did not make a Thunder head")
+    mesh = head.thunder.mesh
+    check(len(mesh.data.shape_keys.key_blocks) == 1 + len(head.data["thunder_expression_names"]) + 36,
+          "the head does not have one shape key per expression component plus 36 correctives")
+    check(min(b.slider_min for b in mesh.data.shape_keys.key_blocks[1:]) <= -10, "slider ranges are not widened")
+    check({g.name for g in mesh.vertex_groups} == {b.name for b in head.data.bones}, "vertex groups != bones")
+
+    names = thunder.api.generate(head, strip=strip.name, takes=2, seed=5)
+    thunder_head = head.thunder
+    check(names == ["Take 1", "Take 2"] and len(thunder_head.takes) == 2, f"generate made {names}")
+    check([t.seed for t in thunder_head.takes] == [5, 6], "the takes' seeds are not 5 and 6")
+    frames = [check_take_keys(head, item, 16.0) for item in thunder_head.takes]
+    check(all(item.action.use_fake_user for item in thunder_head.takes), "take actions have no fake user")
+    check(scene.frame_end >= 16 + frames[0] - 1, "the scene's range does not reach the end of the take")
+
+    # Switch takes: the shape-key values follow the action that plays.
+    probe = list(head.data["thunder_expression_names"]).index("jawOpen") \
+        if "jawOpen" in head.data["thunder_expression_names"] else 0
+    probe_name = head.data["thunder_expression_names"][probe]
+    frame = 16 + frames[0] // 2
+    played = {}
+    for index in (0, 1, 0):
+        thunder.api.activate_take(head, index)
+        scene.frame_set(frame)
+        with np.load(thunder_head.takes[index].file, allow_pickle=False) as take:
+            want = float(take["expression"][frame - 16, probe])
+        got = shape_key_value_now(head, probe_name)
+        check(abs(got - want) < 1e-5, f"take {index + 1} at frame {frame}: {probe_name} = {got}, take file {want}")
+        played[index] = got
+    check(abs(played[0] - played[1]) > 1e-6, "the two takes play the same values")
+    mesh_vertices = evaluated_vertices(mesh, [16, frame, 16 + frames[0] - 1])
+
+    # Resample: keep take 1, the other gets a new seed; the kept take is untouched.
+    thunder.api.keep_take(head, 0)
+    kept_action = thunder_head.takes[0].action.name
+    thunder.api.resample(head)
+    check(len(thunder_head.takes) == 2, f"{len(thunder_head.takes)} takes after resample")
+    check(thunder_head.takes[0].action.name == kept_action and thunder_head.takes[0].seed == 5, "the kept take changed")
+    check(thunder_head.takes[1].seed not in (5, 6), f"resample reused seed {thunder_head.takes[1].seed}")
+    check_take_keys(head, thunder_head.takes[1], 16.0)
+
+    # Export the active take to all three formats and read FBX and Alembic back.
+    thunder.api.activate_take(head, 0)
+    paths = thunder.api.export(head, str(work_dir / "export"), formats=("fbx", "abc", "usd"))
+    by_format = {Path(p).suffix.lstrip("."): str(p) for p in paths}
+    check(set(by_format) >= {"fbx", "abc", "usd"}, f"export wrote {paths}")
+    with np.load(thunder_head.takes[0].file, allow_pickle=False) as take:
+        expression = take["expression"].astype(np.float64)
+    expression_names = list(head.data["thunder_expression_names"])
+    fbx_curves = fbx_shape_key_curves(by_format["fbx"])
+    worst = 0.0
+    for k, name in enumerate(expression_names):
+        fbx_frames, values = fbx_curves[name]
+        at = {int(round(f)): v for f, v in zip(fbx_frames, values)}
+        worst = max(worst, max(abs(at[16 + t] - expression[t, k]) for t in range(len(expression))))
+    check(worst < 1e-4, f"FBX shape-key values differ from the take by {worst}")
+    abc = alembic_vertices(by_format["abc"], [16, frame, 16 + frames[0] - 1], 24.0)
+    abc_error = float(np.abs(np.asarray(abc) - mesh_vertices["world"]).max())
+    check(abc_error < 1e-4, f"Alembic vertices differ from Blender's by {abc_error} m")
+    return {"takes": [{"file": t.file, "seed": t.seed, "frame_start": t.frame_start} for t in thunder_head.takes],
+            "exports": by_format, "fbx_error": worst, "abc_error": abc_error, "frames": frames,
+            "probe_frames": [16, frame, 16 + frames[0] - 1], "mesh_local": mesh_vertices["local_file"],
+            "bpy": bpy.app.version_string}
+
+
+def evaluated_vertices(mesh_object, frames):
+    """The deformed mesh at `frames`: in the mesh's own space (FLAME coordinates) saved to a file, and in world
+    space returned."""
+    scene = bpy.context.scene
+    local, world = [], []
+    for frame in frames:
+        scene.frame_set(frame)
+        evaluated = mesh_object.evaluated_get(bpy.context.evaluated_depsgraph_get())
+        data = evaluated.to_mesh()
+        co = np.empty(len(data.vertices) * 3, dtype=np.float32)
+        data.vertices.foreach_get("co", co)
+        evaluated.to_mesh_clear()
+        co = co.reshape(-1, 3).astype(np.float64)
+        matrix = np.array(mesh_object.matrix_world)
+        local.append(co)
+        world.append(co @ matrix[:3, :3].T + matrix[:3, 3])
+    path = Path(os.environ["BLENDER_USER_RESOURCES"]).parent / "evaluated_local.npy"
+    np.save(path, np.stack(local))
+    return {"local_file": str(path), "world": np.stack(world)}
 
 
 def main(argv=None):

@@ -1,41 +1,30 @@
-"""Thunder's Blender extension: runs in Blender's own Python (bpy and numpy only, never torch).
+"""Thunder's Blender extension: speech-driven FLAME talking heads with takes.
 
-It talks to the backend, which lives in the user's own Python environment, as a subprocess over
-stdin/stdout. What is here so far: the add-on preferences that point at that environment.
+Runs in Blender's own Python (bpy and numpy only, never torch). The engine is Thunder's backend, in the
+user's own Python environment, started as a subprocess that talks JSON lines over stdin/stdout
+(docs/service_protocol.md); backend_process.py and jobs.py hold that link and have no bpy in them.
+
+    properties.py   what is saved in the .blend: heads, takes, the panel's settings
+    head_build.py   the head from the backend's arrays: mesh, shape keys, armature, skinning
+    rig_math.py     a take's per-frame parameters as shape-key values and bone channels (numpy)
+    takes.py        one slotted action per take; activate, delete
+    sound.py        the audio seconds and first frame of a sound strip or file
+    export.py       FBX, Alembic and USD
+    api.py          the Python API (what the operators call)
+    operators.py    bpy.ops.thunder.*;  ui.py: the sidebar panels and the preferences
+    session.py      the job manager, polled by a timer
 """
 
-import bpy
+from . import api, operators, properties, session, ui  # noqa: F401  (api: the Python API, thunder.api)
 
-
-class ThunderPreferences(bpy.types.AddonPreferences):
-    bl_idname = __package__
-
-    backend_python: bpy.props.StringProperty(
-        name="Backend Python",
-        description="The Python executable of the environment where Thunder's backend (torch) is installed",
-        subtype="FILE_PATH",
-    )
-    flame_model: bpy.props.StringProperty(
-        name="FLAME model",
-        description="Your FLAME file (generic_model.pkl, flame2023*.pkl or a converted .npz); "
-                    "leave empty to use the built-in head",
-        subtype="FILE_PATH",
-    )
-
-    def draw(self, context):
-        layout = self.layout
-        layout.prop(self, "backend_python")
-        layout.prop(self, "flame_model")
-
-
-_classes = (ThunderPreferences,)
+_modules = (properties, operators, ui, session)
 
 
 def register():
-    for cls in _classes:
-        bpy.utils.register_class(cls)
+    for module in _modules:
+        module.register()
 
 
 def unregister():
-    for cls in reversed(_classes):
-        bpy.utils.unregister_class(cls)
+    for module in reversed(_modules):
+        module.unregister()

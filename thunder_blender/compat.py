@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import bpy
 
 
 # ---------------------------------------------------------------------------------------------- strips
@@ -29,6 +28,7 @@ class StripTiming:
     """Where a strip's content sits on the timeline, in frames; sound_offset in seconds."""
 
     content_start: float   # the frame where the sound's second `sound_offset` plays
+    duration: float        # the content's length in frames, untrimmed
     left: float            # the first frame that plays (after trimming)
     right: float           # the frame after the last one that plays
     sound_offset: float
@@ -41,7 +41,8 @@ def strip_timing(strip) -> StripTiming:
                 return float(getattr(strip, name))
         raise AttributeError(f"strip {strip.name} has none of {names}")
 
-    return StripTiming(first("content_start", "frame_start"), first("left_handle", "frame_final_start"),
+    return StripTiming(first("content_start", "frame_start"), first("duration", "frame_duration"),
+                       first("left_handle", "frame_final_start"),
                        first("right_handle", "frame_final_end"), float(getattr(strip, "sound_offset", 0.0)))
 
 

@@ -1,8 +1,6 @@
 """What the add-on stores in the .blend: the head's identity and takes (on the head's armature object) and the
 Generate and Export settings (on the scene). Saved with the file, so takes survive a reload."""
 
-from __future__ import annotations
-
 import bpy
 
 # The emotions of the model the backend loaded; the shipped model's until the backend says otherwise.

@@ -1,0 +1,42 @@
+"""The add-on at work in real Blender, installed from the built zip into an isolated user folder, driving the
+real backend and the shipped model: each case runs in its own process (tests/blender_cases.py), on this
+environment's bpy and on every Blender Python in THUNDER_BLENDER_PYTHONS."""
+
+import numpy as np
+import pytest
+
+from blender_harness import blender_pythons, python_id, run_in_blender
+from generation_fixtures import write_speech
+
+
+@pytest.fixture(scope="module")
+def voice(tmp_path_factory):
+    return write_speech(tmp_path_factory.mktemp("voice") / "voice.wav", seconds=2.5, rate=22050)
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_end_to_end(python, extension_zip, voice, tmp_path, head):
+    result = run_in_blender("end_to_end", python, tmp_path, {"zip": str(extension_zip), "wav": str(voice)},
+                            timeout=600)
+    assert result["fbx_error"] < 1e-4 and result["abc_error"] < 1e-4, result
+
+    # The head Blender deforms is the backend's FLAME head, frame by frame.
+    from backend.takes import load_take, take_vertices
+
+    take = load_take(result["takes"][0]["file"])
+    reference = take_vertices(take, head)
+    blender = np.load(result["mesh_local"])
+    for k, frame in enumerate(result["probe_frames"]):
+        error = np.abs(blender[k] - reference[frame - 16]).max()
+        assert error < 1e-5, f"frame {frame}: Blender's mesh is {error} m from the backend's"
+
+    # USD carries the take's exact signed weights.
+    from export_readback import usd_blendshape_weights
+
+    weights = usd_blendshape_weights(result["exports"]["usd"])
+    names = list(head.expression_names)
+    for k, name in enumerate(names):
+        times, values = weights[name]
+        at = dict(zip(np.round(times).astype(int), values))
+        got = np.array([at[16 + t] for t in range(take.n_frames)])
+        np.testing.assert_allclose(got, take.expression[:, k], atol=1e-5, err_msg=name)

@@ -1,0 +1,353 @@
+"""Thunder's Python API in Blender: what the panel's buttons and `bpy.ops.thunder.*` do, callable from scripts.
+
+    import bl_ext.user_default.thunder as thunder          # as installed; `thunder_blender` from a checkout
+    head = thunder.api.add_head()                           # the built-in head (or source="flame")
+    thunder.api.generate(head, strip="voice", takes=4, emotion="happy")
+    thunder.api.activate_take(head, 2)
+    thunder.api.resample(head)                              # new seeds for every take not kept
+    thunder.api.export(head, "/tmp/out", formats=("fbx", "usd"), every_take=True)
+
+In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
+backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module) they always run
+to the end before returning. Problems raise ThunderError (or a subclass) with one sentence; the same
+sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+
+from . import head_build, session, takes
+from .backend_process import BackendError
+from .export import ExportError, export_takes
+from .head_build import HeadBuildError, head_of
+from .sound import AudioSourceError, file_audio, strip_audio
+from .take_file import TakeReadError, read_take
+from .takes import TakeError
+
+MAX_SEED = 2**31 - 1
+
+
+class ThunderError(Exception):
+    """A problem the user can act on; its text is one sentence for the panel."""
+
+
+# The errors of the add-on's modules, all shown the same way.
+USER_ERRORS = (ThunderError, BackendError, AudioSourceError, HeadBuildError, TakeReadError, TakeError, ExportError)
+
+
+@dataclass
+class Notice:
+    """The last thing the panel should say besides the backend's status: an error or a result."""
+
+    level: str = "INFO"   # INFO or ERROR
+    text: str = ""
+
+
+notice = Notice()
+
+
+def _say(level: str, text: str) -> None:
+    notice.level, notice.text = level, text
+
+
+# ---------------------------------------------------------------------------------------------- the backend
+def backend_start() -> None:
+    session.manager().start_backend()
+    session.start_polling()
+    if not session.interactive():
+        _wait_until(lambda m: m.status in ("ready", "error"), timeout=120)
+        if session.manager().status == "error":
+            raise BackendError(session.manager().message)
+
+
+def backend_stop() -> None:
+    session.manager().stop_backend()
+
+
+def backend_status() -> tuple[str, str, float]:
+    """(status, message, progress): stopped/starting/ready/busy/error, one sentence, 0..1."""
+    m = session.manager()
+    return m.status, m.message, m.progress
+
+
+def cancel() -> None:
+    session.manager().cancel()
+
+
+def _wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    manager = session.manager()
+    while not condition(manager):
+        manager.poll()
+        if time.monotonic() > deadline:
+            raise BackendError(f"the backend did not answer within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def _load_wish(head_source: str) -> dict:
+    settings = session.backend_settings()
+    return {"head": head_source, "checkpoint": settings["checkpoint"], "device": settings["device"]}
+
+
+# ---------------------------------------------------------------------------------------------- heads
+def add_head(source: str = "builtin", shape=None, name: str | None = None, context=None):
+    """Build a head from the backend's data and return its armature object (selected and active).
+
+    source: "builtin" for Thunder's own head, "flame" for the FLAME file set in the preferences, or a FLAME
+    file's path. shape: optional identity coefficients baked into the rest mesh."""
+    context = context or bpy.context
+    if source == "flame":
+        prefs = session.preferences()
+        flame = bpy.path.abspath(prefs.flame_model) if prefs is not None else ""
+        if not flame:
+            raise ThunderError("set your FLAME model file in Preferences > Add-ons > Thunder first (FLAME is free "
+                               "for research after registering at flame.is.tue.mpg.de)")
+        if not os.path.isfile(flame):
+            raise ThunderError(f"the FLAME model file {flame} does not exist; fix it in Preferences > Add-ons > Thunder")
+        source = flame
+    fields = {"shape": [float(x) for x in shape]} if shape is not None else {}
+    reply = session.manager().request_sync("head", load=_load_wish(source), **fields)
+    reply.setdefault("source", source)
+    head = head_build.build_head(reply["file"], reply, name=name or _head_name(reply, source),
+                                 collection=context.scene.collection, location=tuple(context.scene.cursor.location))
+    head.thunder.source = source
+    for obj in context.view_layer.objects:
+        obj.select_set(False)
+    head.select_set(True)
+    context.view_layer.objects.active = head
+    context.scene.thunder.head = head
+    _say("INFO", f"added {head.name} ({reply['name']}, {len(reply['expression_names'])} expressions)")
+    return head
+
+
+def _head_name(reply: dict, source: str) -> str:
+    return "Thunder head" if source == "builtin" else f"FLAME head ({Path(source).stem})"
+
+
+def resolve_head(head=None, context=None):
+    """The Thunder head to act on: `head`, else the scene's chosen head, else the active object's."""
+    context = context or bpy.context
+    candidate = head or context.scene.thunder.head or context.view_layer.objects.active
+    found = head_of(candidate) if candidate is not None else None
+    if found is None:
+        if candidate is None:
+            raise ThunderError("choose a Thunder head first (Add Thunder head makes one)")
+        raise ThunderError(f"'{candidate.name}' is not a Thunder head: add one with Add Thunder head, "
+                           "or pick one in the Head field")
+    if found.thunder.mesh is None or found.thunder.mesh.data.shape_keys is None:
+        raise ThunderError(f"'{found.name}' has lost its Thunder mesh or shape keys; add the head again")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- generate
+def generate(head=None, strip: str | None = None, audio_file: str | None = None, takes: int = 2, seed=None,
+             emotion: str = "neutral", intensity: float = 1.0, guidance: float = 1.0, steps: int = 10,
+             replace_animation: bool = False, wait: bool | None = None, context=None):
+    """Sample `takes` takes for a sound strip (by name) or an audio file, key them on the head, and play the
+    last. seed None draws random seeds; a number gives seed, seed + 1, ...
+
+    Nothing is lost: takes are added beside the head's other takes; if the head plays animation that is not
+    a Thunder take, generate refuses unless replace_animation, and then keeps that animation (fake user,
+    restored when the last take is deleted). Returns the job (interactive) or the new takes' names."""
+    context = context or bpy.context
+    head = resolve_head(head, context)
+    audio = strip_audio(context.scene, strip) if strip is not None else file_audio(context.scene, audio_file or "")
+    seeds = _seeds(takes, seed)
+    settings = {"steps": int(steps), "guidance": float(guidance), "emotion": emotion,
+                "intensity": float(intensity) if emotion != "neutral" else 0.0}
+    return _start_generate(context, head, audio.path, audio.start, audio.end, audio.frame_start, audio.fps, seeds,
+                           settings, replace_animation, wait, replacing=[])
+
+
+def resample(head=None, wait: bool | None = None, context=None):
+    """New seeds, same settings: every take that is not kept is sampled again and replaced (after the new
+    takes arrive, so a failure loses nothing). With every take kept, one new take is added with the active
+    take's settings."""
+    context = context or bpy.context
+    head = resolve_head(head, context)
+    thunder = head.thunder
+    if not len(thunder.takes):
+        raise ThunderError(f"{head.name} has no takes to resample; Generate first")
+    replacing = [item.name for item in thunder.takes if not item.kept]
+    model = thunder.takes[thunder.active_take] if thunder.active_take >= 0 else thunder.takes[0]
+    if replacing:
+        model = next(item for item in thunder.takes if item.name == replacing[0])
+    if not os.path.isfile(model.audio):
+        raise AudioSourceError(f"the audio of {model.name}, {model.audio}, does not exist any more")
+    settings = json.loads(model.settings)
+    seeds = _seeds(max(1, len(replacing)), None, avoid={item.seed for item in thunder.takes})
+    end = model.audio_end if model.audio_end > model.audio_start else None
+    fps = context.scene.render.fps / context.scene.render.fps_base
+    return _start_generate(context, head, model.audio, model.audio_start, end, model.frame_start, fps, seeds,
+                           settings, True, wait, replacing=replacing)
+
+
+def _seeds(count: int, seed, avoid=frozenset()) -> list[int]:
+    if not 1 <= int(count) <= 64:
+        raise ThunderError(f"the number of takes must be between 1 and 64, not {count}")
+    if seed is not None:
+        if not 0 <= int(seed) <= MAX_SEED - count:
+            raise ThunderError(f"a seed must be between 0 and {MAX_SEED - count}, not {seed}")
+        return [int(seed) + k for k in range(count)]
+    draw = random.SystemRandom()
+    seeds: list[int] = []
+    while len(seeds) < count:
+        candidate = draw.randrange(MAX_SEED)
+        if candidate not in avoid and candidate not in seeds:
+            seeds.append(candidate)
+    return seeds
+
+
+def takes_folder() -> Path:
+    """Where take files go: beside the saved .blend (thunder_takes/), else in the add-on's user folder."""
+    if bpy.data.filepath:
+        base = Path(bpy.path.abspath("//thunder_takes"))
+    else:
+        base = Path(bpy.utils.extension_path_user(__package__, path="takes", create=True)) \
+            if __package__.startswith("bl_ext.") else Path(bpy.app.tempdir or "/tmp") / "thunder_takes"
+    return base / f"{time.strftime('%Y%m%d-%H%M%S')}-{random.randrange(16**6):06x}"
+
+
+def _start_generate(context, head, audio_path, start, end, frame_start, fps, seeds, settings, replace_animation,
+                    wait, replacing):
+    foreign = takes.foreign_animation(head)
+    if foreign and not replace_animation:
+        raise ThunderError(f"{head.name} already plays animation that is not a Thunder take ({', '.join(foreign)}); "
+                           "tick Replace existing animation to keep it aside (it is never deleted)")
+    head_name = head.name
+    request = {"type": "generate", "audio": audio_path, "start": float(start), "fps": float(fps),
+               "seeds": seeds, "settings": settings, "out": str(takes_folder())}
+    if end is not None:
+        request["end"] = float(end)
+    added: list[str] = []
+
+    def on_result(event):
+        target = bpy.data.objects.get(head_name)
+        if target is None or head_of(target) is None:
+            _say("ERROR", f"the head {head_name} was removed while Thunder was generating; "
+                          f"the takes are in {event['folder']}")
+            return
+        takes.keep_original_animation(target)
+        thunder = target.thunder
+        thunder.batches += 1
+        replaced = {name: next((item for item in thunder.takes if item.name == name), None) for name in replacing}
+        for entry in event["takes"]:
+            take = read_take(entry["path"])
+            take.meta["audio"]["path"] = audio_path
+            old = replaced.pop(next(iter(replaced)), None) if replaced else None
+            label = old.name if old is not None else None
+            if old is not None:
+                takes.delete(target, list(thunder.takes).index(old))
+            item = takes.add_take(target, take, frame_start, thunder.batches, label=_unique_label(thunder, label))
+            added.append(item.name)
+        _extend_scene(context.scene, frame_start, max(entry["frames"] for entry in event["takes"]))
+        _say("INFO", f"{len(added)} take{'s' if len(added) > 1 else ''} on {head_name}: {', '.join(added)}")
+        _undo_push(f"Thunder: {len(added)} takes")
+
+    def on_error(message, event=None):
+        _say("ERROR", message)
+
+    def on_cancelled():
+        _say("INFO", "cancelled; nothing was changed")
+
+    manager = session.manager()
+    sync = wait if wait is not None else not session.interactive()
+    sync = sync or not session.interactive()
+    load = _load_wish(head.thunder.source)
+    if sync:
+        manager.run_sync(request, on_result=on_result, on_error=on_error, on_cancelled=on_cancelled, load=load)
+        if notice.level == "ERROR":
+            raise ThunderError(notice.text)
+        return added
+    job = manager.start(request, on_result=on_result, on_error=on_error, on_cancelled=on_cancelled, load=load)
+    _say("INFO", f"generating {len(seeds)} take{'s' if len(seeds) > 1 else ''} for {head_name}")
+    session.start_polling()
+    return job
+
+
+def _unique_label(thunder, wanted: str | None) -> str:
+    names = {item.name for item in thunder.takes}
+    if wanted and wanted not in names:
+        return wanted
+    number = len(thunder.takes) + 1
+    while f"Take {number}" in names:
+        number += 1
+    return f"Take {number}"
+
+
+def _extend_scene(scene, frame_start: float, frames: int) -> None:
+    """Make the scene's frame range reach the end of the take (never shorter than it was)."""
+    last = int(frame_start + frames - 1 + 0.999)
+    if scene.frame_end < last:
+        scene.frame_end = last
+
+
+def _undo_push(message: str) -> None:
+    """Make the new takes one undo step (in the UI; background mode has no undo stack)."""
+    if session.interactive():
+        try:
+            bpy.ops.ed.undo_push(message=message)
+        except RuntimeError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------- takes
+def _take_index(head, take) -> int:
+    thunder = head.thunder
+    if isinstance(take, str):
+        for index, item in enumerate(thunder.takes):
+            if item.name == take:
+                return index
+        raise ThunderError(f"{head.name} has no take named '{take}'")
+    if not 0 <= int(take) < len(thunder.takes):
+        raise ThunderError(f"{head.name} has {len(thunder.takes)} takes; there is no take number {take}")
+    return int(take)
+
+
+def activate_take(head, take) -> None:
+    """Play a take (by index or name)."""
+    head = resolve_head(head)
+    takes.activate(head, _take_index(head, take))
+
+
+def delete_take(head, take) -> None:
+    head = resolve_head(head)
+    takes.delete(head, _take_index(head, take))
+
+
+def keep_take(head, take, keep: bool = True) -> None:
+    head = resolve_head(head)
+    head.thunder.takes[_take_index(head, take)].kept = keep
+
+
+def rename_take(head, take, name: str) -> None:
+    head = resolve_head(head)
+    index = _take_index(head, take)
+    if not name.strip():
+        raise ThunderError("a take needs a name")
+    if any(item.name == name for k, item in enumerate(head.thunder.takes) if k != index):
+        raise ThunderError(f"{head.name} already has a take named '{name}'")
+    head.thunder.takes[index].name = name
+
+
+# ---------------------------------------------------------------------------------------------- export
+def export(head=None, folder: str | None = None, formats=("fbx", "abc", "usd"), every_take: bool = False,
+           overwrite: bool = False) -> list[Path]:
+    """Export the active take (or every take, one file each) to FBX, Alembic and/or USD in `folder`."""
+    head = resolve_head(head)
+    if not len(head.thunder.takes):
+        raise ThunderError(f"{head.name} has no takes to export; Generate first")
+    folder = bpy.path.abspath(folder or bpy.context.scene.thunder.export_folder)
+    if not folder or folder.startswith("//"):
+        raise ThunderError("save the .blend first, or choose an absolute export folder")
+    paths = export_takes(head, folder, formats=tuple(formats), every_take=every_take, overwrite=overwrite)
+    _say("INFO", f"exported {len(paths)} file{'s' if len(paths) > 1 else ''} to {folder}")
+    return paths

@@ -1,0 +1,192 @@
+"""`bpy.ops.thunder.*`: thin operators over api.py. Each reports the api's one-sentence errors in the status
+bar and in the panel, and changes nothing when it fails."""
+
+import bpy
+
+from . import api, takes
+
+
+def _run(operator, action) -> set:
+    """Call `action`; a user error becomes a report (the panel shows it too) and CANCELLED."""
+    try:
+        action()
+    except api.USER_ERRORS as exc:
+        api.notice.level, api.notice.text = "ERROR", str(exc)
+        operator.report({"ERROR"}, str(exc))
+        return {"CANCELLED"}
+    return {"FINISHED"}
+
+
+class THUNDER_OT_backend_start(bpy.types.Operator):
+    bl_idname = "thunder.backend_start"
+    bl_label = "Start Backend"
+    bl_description = "Start Thunder's backend (it also starts by itself on first use)"
+
+    def execute(self, context):
+        return _run(self, api.backend_start)
+
+
+class THUNDER_OT_backend_stop(bpy.types.Operator):
+    bl_idname = "thunder.backend_stop"
+    bl_label = "Stop Backend"
+    bl_description = "Stop Thunder's backend and free its memory; a running job is cancelled"
+
+    def execute(self, context):
+        return _run(self, api.backend_stop)
+
+
+class THUNDER_OT_add_head(bpy.types.Operator):
+    bl_idname = "thunder.add_head"
+    bl_label = "Add Thunder Head"
+    bl_description = "Add a head that Thunder can animate"
+    bl_options = {"REGISTER", "UNDO"}
+
+    source: bpy.props.EnumProperty(
+        name="Head", items=[("BUILTIN", "Thunder head", "Thunder's built-in head"),
+                            ("FLAME", "FLAME head", "A head from your FLAME model file (set in the preferences)")])
+
+    def execute(self, context):
+        return _run(self, lambda: api.add_head("builtin" if self.source == "BUILTIN" else "flame", context=context))
+
+
+class THUNDER_OT_generate(bpy.types.Operator):
+    bl_idname = "thunder.generate"
+    bl_label = "Generate"
+    bl_description = "Sample takes of facial animation for the chosen audio on the chosen head"
+
+    replace_animation: bpy.props.BoolProperty(options={"SKIP_SAVE", "HIDDEN"})
+
+    def invoke(self, context, event):
+        """Ask before playing takes on a head that has other animation (it is kept aside, never deleted)."""
+        try:
+            head = api.resolve_head(context.scene.thunder.head, context)
+        except api.USER_ERRORS:
+            return self.execute(context)   # execute reports the problem
+        foreign = takes.foreign_animation(head)
+        if foreign and not context.scene.thunder.replace_animation:
+            self.replace_animation = True
+            return context.window_manager.invoke_confirm(
+                self, event, title="Replace the head's animation?",
+                message=f"{head.name} plays animation that is not a Thunder take ({', '.join(foreign)}). "
+                        "It is kept aside, never deleted.", confirm_text="Keep it aside and generate")
+        return self.execute(context)
+
+    def execute(self, context):
+        s = context.scene.thunder
+        return _run(self, lambda: api.generate(
+            s.head, strip=s.strip if s.audio_source == "STRIP" else None,
+            audio_file=s.audio_file if s.audio_source == "FILE" else None, takes=s.takes,
+            seed=s.seed if s.seed_mode == "FIXED" else None, emotion=s.emotion, intensity=s.intensity,
+            guidance=s.guidance, steps=s.steps, replace_animation=s.replace_animation or self.replace_animation,
+            context=context))
+
+
+class THUNDER_OT_cancel(bpy.types.Operator):
+    bl_idname = "thunder.cancel"
+    bl_label = "Cancel"
+    bl_description = "Stop the running job between two sampler steps; nothing is changed"
+
+    def execute(self, context):
+        return _run(self, api.cancel)
+
+
+class THUNDER_OT_resample(bpy.types.Operator):
+    bl_idname = "thunder.resample"
+    bl_label = "Resample"
+    bl_description = "New seeds, same settings, for every take that is not kept"
+
+    def execute(self, context):
+        return _run(self, lambda: api.resample(context.scene.thunder.head, context=context))
+
+
+class _TakeOperator:
+    index: bpy.props.IntProperty(default=-1, options={"SKIP_SAVE"},
+                                 description="The take's position in the list (-1: the active take)")
+
+    def take_index(self, context):
+        head = api.resolve_head(context.scene.thunder.head, context)
+        return head, (self.index if self.index >= 0 else head.thunder.active_take)
+
+
+class THUNDER_OT_take_activate(_TakeOperator, bpy.types.Operator):
+    bl_idname = "thunder.take_activate"
+    bl_label = "Play Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, lambda: api.activate_take(*self.take_index(context)))
+
+
+class THUNDER_OT_take_delete(_TakeOperator, bpy.types.Operator):
+    bl_idname = "thunder.take_delete"
+    bl_label = "Delete Take"
+    bl_description = "Delete the take and its action (Undo brings it back); its take file stays on disk"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, lambda: api.delete_take(*self.take_index(context)))
+
+
+class THUNDER_OT_take_keep(_TakeOperator, bpy.types.Operator):
+    bl_idname = "thunder.take_keep"
+    bl_label = "Keep Take"
+    bl_description = "Keep this take when resampling (toggle)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        def toggle():
+            head, index = self.take_index(context)
+            api.keep_take(head, index, not head.thunder.takes[index].kept)
+        return _run(self, toggle)
+
+
+class THUNDER_OT_take_rename(_TakeOperator, bpy.types.Operator):
+    bl_idname = "thunder.take_rename"
+    bl_label = "Rename Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    name: bpy.props.StringProperty(name="Name")
+
+    def invoke(self, context, event):
+        head, index = self.take_index(context)
+        self.name = head.thunder.takes[index].name
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        return _run(self, lambda: api.rename_take(*self.take_index(context), self.name))
+
+
+class THUNDER_OT_export(bpy.types.Operator):
+    bl_idname = "thunder.export"
+    bl_label = "Export"
+    bl_description = "Export the active take (or every take) to the chosen formats; existing files are not replaced"
+
+    def execute(self, context):
+        s = context.scene.thunder
+        formats = [name for name, on in (("fbx", s.export_fbx), ("abc", s.export_abc), ("usd", s.export_usd)) if on]
+        if not formats:
+            self.report({"ERROR"}, "tick at least one of FBX, Alembic and USD")
+            return {"CANCELLED"}
+        return _run(self, lambda: api.export(s.head, s.export_folder, formats, every_take=s.export_all))
+
+
+classes = (THUNDER_OT_backend_start, THUNDER_OT_backend_stop, THUNDER_OT_add_head, THUNDER_OT_generate,
+           THUNDER_OT_cancel, THUNDER_OT_resample, THUNDER_OT_take_activate, THUNDER_OT_take_delete,
+           THUNDER_OT_take_keep, THUNDER_OT_take_rename, THUNDER_OT_export)
+
+
+def menu_add_head(self, context):
+    self.layout.operator(THUNDER_OT_add_head.bl_idname, text="Thunder Head", icon="MONKEY").source = "BUILTIN"
+    self.layout.operator(THUNDER_OT_add_head.bl_idname, text="FLAME Head", icon="MONKEY").source = "FLAME"
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.VIEW3D_MT_add.append(menu_add_head)
+
+
+def unregister():
+    bpy.types.VIEW3D_MT_add.remove(menu_add_head)
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

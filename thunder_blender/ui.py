@@ -1,0 +1,183 @@
+"""The Thunder sidebar (3D View and Sequencer: the same panel), its takes list, and the add-on preferences."""
+
+import bpy
+
+from . import api, session
+
+STATUS_ICONS = {"stopped": "RADIOBUT_OFF", "starting": "SORTTIME", "ready": "CHECKMARK", "busy": "SORTTIME",
+                "error": "ERROR"}
+
+
+def draw_backend(layout) -> None:
+    status, message, _ = api.backend_status()
+    row = layout.row(align=True)
+    row.label(text=f"Backend: {status}", icon=STATUS_ICONS.get(status, "QUESTION"))
+    if status in ("stopped", "error"):
+        row.operator("thunder.backend_start", text="", icon="PLAY")
+    else:
+        row.operator("thunder.backend_stop", text="", icon="SNAP_FACE")
+    if status == "error" and message:
+        _wrapped(layout.box(), message, icon="ERROR")
+
+
+def _wrapped(layout, text: str, icon: str = "NONE", width: int = 42) -> None:
+    """A sentence over several label lines (labels do not wrap)."""
+    words, line, first = text.split(), "", True
+    for word in words:
+        if line and len(line) + len(word) + 1 > width:
+            layout.label(text=line, icon=icon if first else "BLANK1")
+            line, first = word, False
+        else:
+            line = f"{line} {word}".strip()
+    if line:
+        layout.label(text=line, icon=icon if first else "BLANK1")
+
+
+class THUNDER_UL_takes(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.prop(item, "name", text="", emboss=False, icon="PLAY" if index == data.active_take else "ACTION")
+        details = f"seed {item.seed}  {item.emotion}"
+        if item.emotion != "neutral":
+            details += f" {item.intensity:.1f}"
+        row.label(text=details)
+        keep = row.operator("thunder.take_keep", text="", emboss=False,
+                            icon="PINNED" if item.kept else "UNPINNED")
+        keep.index = index
+
+
+def draw_panel(layout, context) -> None:
+    scene = context.scene
+    settings = scene.thunder
+    draw_backend(layout)
+
+    box = layout.box()
+    box.label(text="Head", icon="USER")
+    box.prop(settings, "head", text="")
+    row = box.row(align=True)
+    row.operator("thunder.add_head", text="Add Thunder head").source = "BUILTIN"
+    row.operator("thunder.add_head", text="Add FLAME head").source = "FLAME"
+
+    box = layout.box()
+    box.label(text="Audio", icon="SOUND")
+    box.row().prop(settings, "audio_source", expand=True)
+    if settings.audio_source == "STRIP":
+        if scene.sequence_editor is not None:
+            collection = "strips_all" if hasattr(scene.sequence_editor, "strips_all") else "sequences_all"
+            box.prop_search(settings, "strip", scene.sequence_editor, collection, text="", icon="SOUND")
+        else:
+            box.label(text="Add a sound strip in the Sequencer first")
+    else:
+        box.prop(settings, "audio_file", text="")
+
+    box = layout.box()
+    box.label(text="Takes", icon="SETTINGS")
+    column = box.column(align=True)
+    column.prop(settings, "takes")
+    row = column.row(align=True)
+    row.prop(settings, "seed_mode", text="")
+    sub = row.row(align=True)
+    sub.enabled = settings.seed_mode == "FIXED"
+    sub.prop(settings, "seed", text="")
+    column.prop(settings, "emotion")
+    sub = column.row(align=True)
+    sub.enabled = settings.emotion != "neutral"
+    sub.prop(settings, "intensity", slider=True)
+    column.prop(settings, "guidance")
+    column.prop(settings, "steps")
+    box.prop(settings, "replace_animation")
+
+    status, message, progress = api.backend_status()
+    if status == "busy" or (status == "starting" and session.manager().job is not None):
+        row = layout.row(align=True)
+        row.progress(factor=progress, type="BAR", text=message or "Starting...")
+        row.operator("thunder.cancel", text="", icon="X")
+    else:
+        layout.operator("thunder.generate", icon="PLAY_SOUND")
+    if api.notice.text:
+        _wrapped(layout, api.notice.text, icon="ERROR" if api.notice.level == "ERROR" else "INFO")
+
+    head = settings.head
+    if head is not None and head.thunder.is_head:
+        thunder = head.thunder
+        layout.template_list("THUNDER_UL_takes", "", thunder, "takes", thunder, "active_take", rows=3)
+        row = layout.row(align=True)
+        row.operator("thunder.resample", icon="FILE_REFRESH")
+        row.operator("thunder.take_rename", text="", icon="GREASEPENCIL")
+        row.operator("thunder.take_delete", text="", icon="TRASH")
+        if 0 <= thunder.active_take < len(thunder.takes):
+            item = thunder.takes[thunder.active_take]
+            layout.label(text=f"{item.frames} frames from {item.frame_start:g}, guidance {item.guidance:g}, "
+                              f"{item.steps} steps")
+
+        box = layout.box()
+        box.label(text="Export", icon="EXPORT")
+        box.prop(settings, "export_folder", text="")
+        row = box.row(align=True)
+        row.prop(settings, "export_fbx", toggle=True)
+        row.prop(settings, "export_abc", toggle=True)
+        row.prop(settings, "export_usd", toggle=True)
+        box.prop(settings, "export_all")
+        box.operator("thunder.export")
+
+
+class THUNDER_PT_view3d(bpy.types.Panel):
+    bl_label = "Thunder"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Thunder"
+
+    def draw(self, context):
+        draw_panel(self.layout, context)
+
+
+class THUNDER_PT_sequencer(bpy.types.Panel):
+    bl_label = "Thunder"
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "Thunder"
+
+    def draw(self, context):
+        draw_panel(self.layout, context)
+
+
+class ThunderPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_python: bpy.props.StringProperty(
+        name="Backend Python", subtype="FILE_PATH",
+        description="The python of the environment where Thunder's backend (torch) is installed; empty: found "
+                    "from THUNDER_BACKEND_PYTHON or a `thunder` command on the PATH")
+    device: bpy.props.EnumProperty(
+        name="Device", items=[("auto", "Auto", "A CUDA GPU when the backend's torch sees one, else the CPU"),
+                              ("cpu", "CPU", "The CPU"), ("cuda", "CUDA", "An NVIDIA GPU")])
+    checkpoint: bpy.props.StringProperty(
+        name="Model", subtype="DIR_PATH",
+        description="A THUNDER model folder; empty: the model that ships with Thunder")
+    flame_model: bpy.props.StringProperty(
+        name="FLAME model", subtype="FILE_PATH",
+        description="Your FLAME file (generic_model.pkl, flame2023*.pkl or a converted .npz), for Add FLAME head")
+    threads: bpy.props.IntProperty(name="CPU threads", default=0, min=0, max=256,
+                                   description="Threads for the backend's torch on the CPU (0: torch's choice)")
+
+    def draw(self, context):
+        layout = self.layout
+        layout.prop(self, "backend_python")
+        layout.prop(self, "device")
+        layout.prop(self, "checkpoint")
+        layout.prop(self, "flame_model")
+        layout.prop(self, "threads")
+        draw_backend(layout)
+
+
+classes = (THUNDER_UL_takes, THUNDER_PT_view3d, THUNDER_PT_sequencer, ThunderPreferences)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+
+
+def unregister():
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)
