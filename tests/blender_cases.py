@@ -280,6 +280,150 @@ def end_to_end(work_dir, args):
             "bpy": bpy.app.version_string}
 
 
+def _wait_for(thunder, condition, what, timeout=120.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        thunder.api.poll()
+        check(time.monotonic() < deadline, f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _process_gone(pid):
+    """True once the process is gone or a zombie (orphans are not reaped on every machine)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@case
+def bad_inputs(work_dir, args):
+    """Each bad input gives a sentence in the panel (api.notice, which the panel draws, or the backend status)
+    and changes nothing: a head that is not a Thunder head, a strip whose file is missing, a wrong or unset
+    backend Python, cancelling mid-job, a backend that crashes mid-job, an unwritable export folder, and
+    animation the head already had. Then disabling the add-on stops the backend's process group."""
+    import shutil
+    import signal
+
+    thunder = install_extension(args["zip"])
+    api, scene = thunder.api, bpy.context.scene
+    prefs = addon_preferences()
+    settings = scene.thunder
+    said = {}
+
+    def panel_says(operator, *fields):
+        try:   # an operator that reports an error raises it in scripts; the UI shows it in the status bar
+            result = operator()
+        except RuntimeError as error:
+            result = {"CANCELLED"}
+            check(api.notice.text in str(error), f"the report {error} differs from the panel's {api.notice.text}")
+        check(result == {"CANCELLED"}, f"{operator} returned {result} on bad input")
+        check(api.notice.level == "ERROR" and api.notice.text, "the panel shows no error")
+        for field in fields:
+            check(field in api.notice.text, f"the panel says {api.notice.text!r}, which does not name {field!r}")
+        return api.notice.text
+
+    # A head that is not a Thunder head.
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=1)
+    settings.strip = strip.name
+    said["not a head"] = panel_says(bpy.ops.thunder.generate, "'Cube' is not a Thunder head")
+
+    head = api.add_head()
+    check(settings.head == head, "the new head is not the panel's head")
+
+    # A strip whose file is missing.
+    gone = work_dir / "gone.wav"
+    shutil.copy(args["wav"], gone)
+    missing = add_sound_strip(scene, "missing", gone, frame=1, channel=2)
+    gone.unlink()
+    settings.strip = missing.name
+    said["missing strip file"] = panel_says(bpy.ops.thunder.generate, "missing", "does not exist")
+    settings.strip = strip.name
+
+    # A wrong backend Python, then none at all.
+    right_python = os.environ["THUNDER_BACKEND_PYTHON"]
+    api.backend_stop()
+    prefs.backend_python = str(work_dir / "no" / "python")
+    said["wrong python"] = panel_says(bpy.ops.thunder.generate, str(work_dir / "no" / "python"))
+    check(api.backend_status()[0] in ("error", "stopped"), f"status {api.backend_status()}")
+    prefs.backend_python = ""
+    del os.environ["THUNDER_BACKEND_PYTHON"]
+    path = os.environ["PATH"]
+    os.environ["PATH"] = "/usr/bin:/bin"
+    said["no python"] = panel_says(bpy.ops.thunder.generate, "Backend Python", "not set")
+    os.environ["PATH"] = path
+    prefs.backend_python = right_python
+    check(len(head.thunder.takes) == 0, "a failed generate left takes")
+
+    # Cancelling mid-job: nothing changes.
+    api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
+    _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
+    api.cancel()
+    _wait_for(thunder, lambda: session_idle(thunder), "the cancel")
+    check("cancelled" in api.notice.text and len(head.thunder.takes) == 0, f"after cancel: {api.notice.text}")
+    said["cancel"] = api.notice.text
+
+    # The backend crashes mid-job: the panel says so, nothing changes, and the next Generate restarts it.
+    api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
+    _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
+    os.killpg(thunder.session.manager().process.pid, signal.SIGKILL)
+    _wait_for(thunder, lambda: session_idle(thunder), "the crash to be noticed")
+    status, message, _ = api.backend_status()
+    check(status == "error" and "stopped unexpectedly" in message, f"after a crash: {status}: {message}")
+    check(api.notice.level == "ERROR" and "stopped unexpectedly" in api.notice.text, api.notice.text)
+    check(len(head.thunder.takes) == 0, "the crash left takes")
+    said["crash"] = api.notice.text
+    check(bpy.ops.thunder.generate() == {"FINISHED"}, f"generate after the crash: {api.notice.text}")
+    check(len(head.thunder.takes) == settings.takes, "generate after a crash did not restart the backend")
+
+    # An export folder that cannot be written (a file where the folder should be); nothing is written.
+    blocker = work_dir / "not_a_folder"
+    blocker.write_text("a file")
+    settings.export_folder = str(blocker / "exports")
+    said["export"] = panel_says(bpy.ops.thunder.export, str(blocker))
+
+    # Animation the head already had is never replaced without asking, and is kept when it is.
+    for item in list(head.thunder.takes):
+        api.delete_take(head, 0)
+    key = head.thunder.mesh.data.shape_keys
+    mine = bpy.data.actions.new("animator's own")
+    slot = mine.slots.new(id_type="KEY", name="mine")
+    curves = mine.layers.new("mine").strips.new(type="KEYFRAME").channelbag(slot, ensure=True).fcurves
+    curve = curves.new('key_blocks["' + key.key_blocks[1].name + '"].value')
+    curve.keyframe_points.insert(1, 0.7)
+    key.animation_data_create()
+    key.animation_data.action, key.animation_data.action_slot = mine, slot
+    said["existing animation"] = panel_says(bpy.ops.thunder.generate, "animator's own", "Replace existing animation")
+    check(key.animation_data.action == mine, "the animator's action was replaced without asking")
+    settings.replace_animation = True
+    check(bpy.ops.thunder.generate() == {"FINISHED"}, api.notice.text)
+    check(key.animation_data.action != mine and mine.use_fake_user and head.thunder.original_key_action == mine,
+          "the animator's action was not kept aside")
+    while len(head.thunder.takes):
+        api.delete_take(head, 0)
+    check(key.animation_data.action == mine, "deleting the takes did not bring the animator's action back")
+
+    # Disabling the add-on stops the backend, process group and all.
+    pid = thunder.session.manager().process.pid
+    check(not _process_gone(pid), "the backend is not running")
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    import time
+    deadline = time.monotonic() + 15
+    while not _process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check(_process_gone(pid), f"the backend (pid {pid}) outlived the add-on")
+    return {"said": said}
+
+
+def session_idle(thunder):
+    return thunder.session.manager().job is None
+
+
 def evaluated_vertices(mesh_object, frames):
     """The deformed mesh at `frames`: in the mesh's own space (FLAME coordinates) saved to a file, and in world
     space returned."""

@@ -40,3 +40,14 @@ def test_end_to_end(python, extension_zip, voice, tmp_path, head):
         at = dict(zip(np.round(times).astype(int), values))
         got = np.array([at[16 + t] for t in range(take.n_frames)])
         np.testing.assert_allclose(got, take.expression[:, k], atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_bad_input_gives_a_sentence_and_changes_nothing(python, extension_zip, voice, tmp_path):
+    result = run_in_blender("bad_inputs", python, tmp_path, {"zip": str(extension_zip), "wav": str(voice)},
+                            timeout=600)
+    said = result["said"]
+    assert set(said) == {"not a head", "missing strip file", "wrong python", "no python", "cancel", "crash",
+                         "export", "existing animation"}
+    for sentence in said.values():   # one sentence each, no traceback
+        assert "Traceback" not in sentence and "\n" not in sentence, sentence

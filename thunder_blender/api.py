@@ -8,8 +8,9 @@
     thunder.api.export(head, "/tmp/out", formats=("fbx", "usd"), every_take=True)
 
 In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
-backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module) they always run
-to the end before returning. Problems raise ThunderError (or a subclass) with one sentence; the same
+backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module), where timers
+never fire, they run to the end before returning, unless wait=False: then call api.poll() until it
+returns False. Problems raise ThunderError (or a subclass) with one sentence; the same
 sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
 """
 
@@ -79,7 +80,14 @@ def backend_status() -> tuple[str, str, float]:
 
 
 def cancel() -> None:
+    """Stop the running job between two sampler steps; its callbacks then say it was cancelled."""
     session.manager().cancel()
+
+
+def poll() -> bool:
+    """Deliver what the backend said (keyframes are written here); True while a job is going on. The UI's
+    timer calls this; a script that started a job with wait=False calls it until it returns False."""
+    return session.manager().poll()
 
 
 def _wait_until(condition, timeout: float) -> None:
@@ -230,6 +238,12 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
     added: list[str] = []
 
     def on_result(event):
+        try:
+            _key_result(event)
+        except USER_ERRORS as exc:   # the takes are safe on disk; say where, and why they are not on the head
+            _say("ERROR", f"{exc} (the take files are in {event['folder']})")
+
+    def _key_result(event):
         target = bpy.data.objects.get(head_name)
         if target is None or head_of(target) is None:
             _say("ERROR", f"the head {head_name} was removed while Thunder was generating; "
@@ -259,16 +273,17 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
         _say("INFO", "cancelled; nothing was changed")
 
     manager = session.manager()
+    # Without a UI nothing would poll a job left running, so background mode waits unless told not to
+    # (wait=False: the caller polls with api.poll(), as the tests of cancel and crashes do).
     sync = wait if wait is not None else not session.interactive()
-    sync = sync or not session.interactive()
     load = _load_wish(head.thunder.source)
+    _say("INFO", f"generating {len(seeds)} take{'s' if len(seeds) > 1 else ''} for {head_name}")
     if sync:
         manager.run_sync(request, on_result=on_result, on_error=on_error, on_cancelled=on_cancelled, load=load)
-        if notice.level == "ERROR":
+        if notice.level == "ERROR":   # the takes arrived but could not be keyed
             raise ThunderError(notice.text)
         return added
     job = manager.start(request, on_result=on_result, on_error=on_error, on_cancelled=on_cancelled, load=load)
-    _say("INFO", f"generating {len(seeds)} take{'s' if len(seeds) > 1 else ''} for {head_name}")
     session.start_polling()
     return job
 
