@@ -215,6 +215,7 @@ def end_to_end(work_dir, args):
     scene.render.fps, scene.render.fps_base = 24, 1.0
     strip = add_sound_strip(scene, "voice", args["wav"], frame=10, trim_start=6)
     head = thunder.api.add_head()
+    head_name = head.name
     check(head.thunder.is_head and head.type == "ARMATURE", "add_head did not make a Thunder head")
     mesh = head.thunder.mesh
     check(len(mesh.data.shape_keys.key_blocks) == 1 + len(head.data["thunder_expression_names"]) + 36,
@@ -274,10 +275,21 @@ def end_to_end(work_dir, args):
     abc = alembic_vertices(by_format["abc"], [16, frame, 16 + frames[0] - 1], 24.0)
     abc_error = float(np.abs(np.asarray(abc) - mesh_vertices["world"]).max())
     check(abc_error < 1e-4, f"Alembic vertices differ from Blender's by {abc_error} m")
-    return {"takes": [{"file": t.file, "seed": t.seed, "frame_start": t.frame_start} for t in thunder_head.takes],
+    result = {"takes": [{"file": t.file, "seed": t.seed, "frame_start": t.frame_start} for t in thunder_head.takes],
             "exports": by_format, "fbx_error": worst, "abc_error": abc_error, "frames": frames,
             "probe_frames": [16, frame, 16 + frames[0] - 1], "mesh_local": mesh_vertices["local_file"],
             "bpy": bpy.app.version_string}
+
+    # Undo after Generate takes the new takes away; redo brings them back (objects are new Python objects
+    # after an undo: look them up again).
+    bpy.ops.ed.undo_push(message="before generate")
+    thunder.api.generate(head, strip=strip.name, takes=1, seed=40)
+    check(len(head.thunder.takes) == 3, "a third take was not added")
+    bpy.ops.ed.undo()
+    check(len(bpy.data.objects[head_name].thunder.takes) == 2, "undo did not remove the generated take")
+    bpy.ops.ed.redo()
+    check(len(bpy.data.objects[head_name].thunder.takes) == 3, "redo did not bring the take back")
+    return result
 
 
 def _wait_for(thunder, condition, what, timeout=120.0):

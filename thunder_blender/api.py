@@ -230,7 +230,8 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
     if foreign and not replace_animation:
         raise ThunderError(f"{head.name} already plays animation that is not a Thunder take ({', '.join(foreign)}); "
                            "tick Replace existing animation to keep it aside (it is never deleted)")
-    head_name = head.name
+    # The callbacks run later, from a timer: hold names, not the operator's context or its datablocks.
+    head_name, scene_name = head.name, context.scene.name
     request = {"type": "generate", "audio": audio_path, "start": float(start), "fps": float(fps),
                "seeds": seeds, "settings": settings, "out": str(takes_folder())}
     if end is not None:
@@ -262,7 +263,9 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
                 takes.delete(target, list(thunder.takes).index(old))
             item = takes.add_take(target, take, frame_start, thunder.batches, label=_unique_label(thunder, label))
             added.append(item.name)
-        _extend_scene(context.scene, frame_start, max(entry["frames"] for entry in event["takes"]))
+        scene = bpy.data.scenes.get(scene_name)
+        if scene is not None:
+            _extend_scene(scene, frame_start, max(entry["frames"] for entry in event["takes"]))
         _say("INFO", f"{len(added)} take{'s' if len(added) > 1 else ''} on {head_name}: {', '.join(added)}")
         _undo_push(f"Thunder: {len(added)} takes")
 
@@ -306,12 +309,11 @@ def _extend_scene(scene, frame_start: float, frames: int) -> None:
 
 
 def _undo_push(message: str) -> None:
-    """Make the new takes one undo step (in the UI; background mode has no undo stack)."""
-    if session.interactive():
-        try:
-            bpy.ops.ed.undo_push(message=message)
-        except RuntimeError:
-            pass
+    """Make the new takes one undo step: they arrive from a timer, outside any operator's own undo step."""
+    try:
+        bpy.ops.ed.undo_push(message=message)
+    except RuntimeError:   # no undo stack (undo turned off in the preferences)
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- takes
