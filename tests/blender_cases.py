@@ -231,6 +231,12 @@ def end_to_end(work_dir, args):
     check(all(item.action.use_fake_user for item in thunder_head.takes), "take actions have no fake user")
     check(scene.frame_end >= 16 + frames[0] - 1, "the scene's range does not reach the end of the take")
 
+    # The panel draws (headless, through a recording layout) with the takes listed.
+    drawn = draw_panel_headless(thunder)
+    for element in (("operator", "thunder.generate"), ("operator", "thunder.resample"), ("operator", "thunder.export"),
+                    ("template_list", "takes"), ("prop_search", "strip"), ("label", "Backend: ready")):
+        check(element in drawn, f"the panel does not draw {element}: {drawn}")
+
     # Switch takes: the shape-key values follow the action that plays.
     probe = list(head.data["thunder_expression_names"]).index("jawOpen") \
         if "jawOpen" in head.data["thunder_expression_names"] else 0
@@ -375,6 +381,9 @@ def bad_inputs(work_dir, args):
     # Cancelling mid-job: nothing changes.
     api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
     _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
+    drawn = draw_panel_headless(thunder)
+    check(("operator", "thunder.cancel") in drawn and any(kind == "progress" for kind, _ in drawn),
+          f"the busy panel shows no progress bar and Cancel: {drawn}")
     api.cancel()
     _wait_for(thunder, lambda: session_idle(thunder), "the cancel")
     check("cancelled" in api.notice.text and len(head.thunder.takes) == 0, f"after cancel: {api.notice.text}")
@@ -434,6 +443,55 @@ def bad_inputs(work_dir, args):
 
 def session_idle(thunder):
     return thunder.session.manager().job is None
+
+
+class RecordingLayout:
+    """Stands in for a UILayout so the panel's draw code runs headless: every prop must name a real property and
+    every operator a registered one; what was drawn is recorded."""
+
+    def __init__(self, drawn=None):
+        self.drawn = [] if drawn is None else drawn
+        self.enabled = True
+
+    def _nested(self, *args, **kwargs):
+        return RecordingLayout(self.drawn)
+
+    row = column = box = split = _nested
+
+    def prop(self, data, name, **kwargs):
+        check(name in data.bl_rna.properties, f"the panel draws {name!r}, which {data!r} does not have")
+        self.drawn.append(("prop", name))
+
+    def prop_search(self, data, name, search_data, search_name, **kwargs):
+        check(name in data.bl_rna.properties and hasattr(search_data, search_name), f"bad prop_search {name}")
+        self.drawn.append(("prop_search", name))
+
+    def operator(self, idname, **kwargs):
+        category, name = idname.split(".")
+        check(hasattr(getattr(bpy.ops, category), name) and getattr(getattr(bpy.ops, category), name).get_rna_type(),
+              f"the panel draws the operator {idname}, which is not registered")
+        self.drawn.append(("operator", idname))
+        return type("OperatorProperties", (), {})()
+
+    def label(self, text="", **kwargs):
+        self.drawn.append(("label", text))
+
+    def progress(self, factor=0.0, type="BAR", text=""):
+        check(0.0 <= factor <= 1.0, f"progress factor {factor}")
+        self.drawn.append(("progress", text))
+
+    def template_list(self, list_type, list_id, data, name, active_data, active_name, **kwargs):
+        check(name in data.bl_rna.properties and active_name in active_data.bl_rna.properties, "bad template_list")
+        ui_list = getattr(bpy.types, list_type)
+        for index, item in enumerate(getattr(data, name)):
+            ui_list.draw_item(None, bpy.context, self, data, item, 0, active_data, active_name, index)
+        self.drawn.append(("template_list", name))
+
+
+def draw_panel_headless(thunder):
+    layout = RecordingLayout()
+    thunder.ui.draw_panel(layout, bpy.context)
+    return layout.drawn
 
 
 def evaluated_vertices(mesh_object, frames):

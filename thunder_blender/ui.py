@@ -121,24 +121,21 @@ def draw_panel(layout, context) -> None:
         box.operator("thunder.export")
 
 
-class THUNDER_PT_view3d(bpy.types.Panel):
+class _ThunderPanel:
     bl_label = "Thunder"
+    bl_region_type = "UI"
+    bl_category = "Thunder"
+
+    def draw(self, context):
+        draw_panel(self.layout, context)
+
+
+class THUNDER_PT_view3d(_ThunderPanel, bpy.types.Panel):
     bl_space_type = "VIEW_3D"
-    bl_region_type = "UI"
-    bl_category = "Thunder"
-
-    def draw(self, context):
-        draw_panel(self.layout, context)
 
 
-class THUNDER_PT_sequencer(bpy.types.Panel):
-    bl_label = "Thunder"
+class THUNDER_PT_sequencer(_ThunderPanel, bpy.types.Panel):
     bl_space_type = "SEQUENCE_EDITOR"
-    bl_region_type = "UI"
-    bl_category = "Thunder"
-
-    def draw(self, context):
-        draw_panel(self.layout, context)
 
 
 class ThunderPreferences(bpy.types.AddonPreferences):
