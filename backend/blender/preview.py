@@ -9,6 +9,11 @@ caption. Each frame then only replaces the vertex positions and the caption, so 
 
 ``render_pose_sheet`` renders a list of labelled poses and tiles them into one grid image.
 
+The render settings (``setup_workbench``) and the camera placement (``aim_camera``) are shared with the take
+scenes of scene.py; the mesh and its region materials come from the add-on's own builder
+(``thunder_blender.head_build.mesh_from_arrays``, with its REGION_COLORS), so a preview looks like the head
+in Blender.
+
 bpy is imported inside the functions only, so that importing this module needs no Blender.
 """
 
@@ -21,15 +26,6 @@ from typing import Sequence
 
 import numpy as np
 
-# Display colours (linear RGB) of the face regions; unknown regions get the skin colour.
-REGION_COLORS = {
-    "skin": (0.62, 0.42, 0.33),
-    "lips": (0.50, 0.16, 0.15),
-    "mouth_interior": (0.09, 0.018, 0.018),
-    "sclera": (0.80, 0.78, 0.74),
-    "iris": (0.10, 0.16, 0.25),
-    "pupil": (0.01, 0.01, 0.01),
-}
 BACKGROUND_COLOR = (0.16, 0.17, 0.19)
 CAPTION_COLOR = (0.85, 0.85, 0.85)
 
@@ -57,6 +53,80 @@ def flame_to_blender(points):
     """FLAME's (x, y up, z forward) to Blender's (x, y, z up) with the face looking along -y."""
     points = np.asarray(points, dtype=np.float64)
     return np.stack([points[..., 0], -points[..., 2], points[..., 1]], axis=-1)
+
+
+def setup_workbench(scene, width: int, height: int, antialiasing: str = "8"):
+    """Workbench render settings of every Thunder render: studio light, the materials' colours, the Standard view
+    transform (no filmic grading of the colours), `antialiasing` samples, the dark background, PNG output."""
+    import bpy
+
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x = width
+    scene.render.resolution_y = height
+    scene.render.resolution_percentage = 100
+    scene.render.image_settings.file_format = "PNG"
+    scene.render.image_settings.color_mode = "RGB"
+    scene.display.render_aa = antialiasing
+    shading = scene.display.shading
+    shading.light = "STUDIO"
+    shading.color_type = "MATERIAL"
+    shading.show_specular_highlight = True
+    shading.show_cavity = False
+    scene.view_settings.view_transform = "Standard"
+    world = bpy.data.worlds.new("preview_world")
+    world.color = BACKGROUND_COLOR
+    scene.world = world
+
+
+def aim_camera(camera, view: CameraView):
+    """Place `camera` on a sphere around ``view.target`` (FLAME coordinates), looking at it, with the view's lens
+    on a 36 mm sensor."""
+    from mathutils import Vector
+
+    azimuth, elevation = math.radians(view.azimuth), math.radians(view.elevation)
+    offset = view.distance * np.array(
+        [math.sin(azimuth) * math.cos(elevation), math.sin(elevation), math.cos(azimuth) * math.cos(elevation)]
+    )
+    target = flame_to_blender(np.array(view.target))
+    location = flame_to_blender(np.array(view.target) + offset)
+    camera.location = Vector(location.tolist())
+    direction = Vector((target - location).tolist())
+    camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+    camera.data.lens = view.focal_length_mm
+    camera.data.sensor_width = 36.0
+    camera.data.clip_start = 0.01
+
+
+def add_caption(scene, camera, name: str = "caption"):
+    """An empty text object parented to `camera`, placed by ``place_caption`` at the bottom of the image."""
+    import bpy
+
+    curve = bpy.data.curves.new(name, type="FONT")
+    curve.body = ""
+    curve.align_x = "CENTER"
+    caption = bpy.data.objects.new(name, curve)
+    material = bpy.data.materials.new(name)
+    material.diffuse_color = (*CAPTION_COLOR, 1.0)
+    curve.materials.append(material)
+    scene.collection.objects.link(caption)
+    caption.parent = camera
+    place_caption(caption, scene, camera)
+    return caption
+
+
+def place_caption(caption, scene, camera, box=(0.0, 1.0, 0.0, 1.0)):
+    """Centre the caption near the bottom of `box` = (top, bottom, left, right), fractions of the image (e.g.
+    the part of it that will be cropped out), with its height in proportion to the box's."""
+    # In the camera's frame (looking down -z), closer to the camera than any head so that nothing hides it.
+    distance = 0.1
+    width, height = scene.render.resolution_x, scene.render.resolution_y
+    half_wide = distance * 0.5 * camera.data.sensor_width / camera.data.lens   # the image's longer side
+    half_x, half_y = (half_wide, half_wide * height / width) if width >= height else (half_wide * width / height,
+                                                                                        half_wide)
+    top, bottom, left, right = box
+    caption.location = ((left + right - 1.0) * half_x, (1.0 - 2.0 * (top + 0.94 * (bottom - top))) * half_y,
+                        -distance)
+    caption.data.size = 0.075 * half_y * (bottom - top)
 
 
 def reset_blender():
@@ -87,52 +157,17 @@ class PreviewScene:
         self.vertex_count = int(self.faces.max()) + 1
         face_region = np.zeros(len(self.faces), np.int64) if face_region is None else np.asarray(face_region)
         self.scene = bpy.context.scene
-        self._setup_render(resolution, antialiasing)
+        setup_workbench(self.scene, resolution, resolution, antialiasing)
         self.mesh_object = self._make_mesh(face_region, list(region_names))
         self.camera = self._make_camera(view)
         self.caption = self._make_caption()
 
     # -- scene construction ---------------------------------------------------------------------------
-    def _setup_render(self, resolution, antialiasing):
-        import bpy
-
-        scene = self.scene
-        scene.render.engine = "BLENDER_WORKBENCH"
-        scene.render.resolution_x = resolution
-        scene.render.resolution_y = resolution
-        scene.render.resolution_percentage = 100
-        scene.render.image_settings.file_format = "PNG"
-        scene.render.image_settings.color_mode = "RGB"
-        scene.display.render_aa = antialiasing
-        shading = scene.display.shading
-        shading.light = "STUDIO"
-        shading.color_type = "MATERIAL"
-        shading.show_specular_highlight = True
-        shading.show_cavity = False
-        scene.view_settings.view_transform = "Standard"
-        world = bpy.data.worlds.new("preview_world")
-        world.color = BACKGROUND_COLOR
-        scene.world = world
-
     def _make_mesh(self, face_region, region_names):
         import bpy
+        from thunder_blender.head_build import mesh_from_arrays
 
-        mesh = bpy.data.meshes.new("head")
-        mesh.vertices.add(self.vertex_count)
-        mesh.loops.add(self.faces.size)
-        mesh.polygons.add(len(self.faces))
-        mesh.loops.foreach_set("vertex_index", self.faces.ravel().astype(np.int32))
-        mesh.polygons.foreach_set("loop_start", np.arange(0, self.faces.size, 3, dtype=np.int32))
-        mesh.polygons.foreach_set("loop_total", np.full(len(self.faces), 3, dtype=np.int32))
-        for name in region_names:
-            material = bpy.data.materials.new(f"region_{name}")
-            material.diffuse_color = (*REGION_COLORS.get(name, REGION_COLORS["skin"]), 1.0)
-            material.roughness = 0.55 if name in ("sclera", "iris", "pupil", "lips") else 0.75
-            mesh.materials.append(material)
-        mesh.polygons.foreach_set("material_index", face_region.astype(np.int32))
-        mesh.polygons.foreach_set("use_smooth", np.ones(len(self.faces), dtype=bool))
-        mesh.update()
-        mesh.validate()
+        mesh = mesh_from_arrays("head", np.zeros((self.vertex_count, 3)), self.faces, face_region, region_names)
         obj = bpy.data.objects.new("head", mesh)
         self.scene.collection.objects.link(obj)
         return obj
@@ -148,44 +183,12 @@ class PreviewScene:
         return camera
 
     def _make_caption(self):
-        import bpy
-
-        curve = bpy.data.curves.new("caption", type="FONT")
-        curve.body = ""
-        curve.align_x = "CENTER"
-        curve.size = 0.035
-        caption = bpy.data.objects.new("caption", curve)
-        material = bpy.data.materials.new("caption")
-        material.diffuse_color = (*CAPTION_COLOR, 1.0)
-        curve.materials.append(material)
-        self.scene.collection.objects.link(caption)
-        caption.parent = self.camera
-        # In the camera's frame (looking down -z): centred, near the bottom edge of the image, and closer to the
-        # camera than any head so that nothing hides it.
-        distance = 0.1
-        half_height = distance * 18.0 / self.camera.data.lens  # sensor 36 mm, square image
-        caption.location = (0.0, -0.88 * half_height, -distance)
-        caption.data.size = 0.075 * half_height
-        return caption
+        return add_caption(self.scene, self.camera)
 
     # -- per frame ------------------------------------------------------------------------------------
     def set_view(self, view: CameraView, camera=None):
         """Place the camera on a sphere around ``view.target``, looking at it."""
-        from mathutils import Vector
-
-        camera = camera or self.camera
-        azimuth, elevation = math.radians(view.azimuth), math.radians(view.elevation)
-        offset = view.distance * np.array(
-            [math.sin(azimuth) * math.cos(elevation), math.sin(elevation), math.cos(azimuth) * math.cos(elevation)]
-        )
-        target = flame_to_blender(np.array(view.target))
-        location = flame_to_blender(np.array(view.target) + offset)
-        camera.location = Vector(location.tolist())
-        direction = Vector((target - location).tolist())
-        camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
-        camera.data.lens = view.focal_length_mm
-        camera.data.sensor_width = 36.0
-        camera.data.clip_start = 0.01
+        aim_camera(camera or self.camera, view)
 
     def set_vertices(self, vertices):
         """Replace the mesh's vertex positions (FLAME coordinates, (V, 3))."""

@@ -58,17 +58,28 @@ def render_clip_video(head, motion: dict, audio: np.ndarray | None, out, fps: fl
         scene.render(v, frames_dir / f"frame_{i:05d}.png", caption=caption)
     if not ffmpeg:
         return frames_dir
-    args = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", f"{fps:g}", "-i", str(frames_dir / "frame_%05d.png")]
+    wav = None
     if audio is not None:
         wav = frames_dir / "audio.wav"
         write_wav(wav, audio, sample_rate)
-        args += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k", "-shortest"]
-    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", str(out)]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(args, check=True)
+    encode_frames(frames_dir / "frame_%05d.png", fps, out, audio=wav)
     if not keep_frames:
         shutil.rmtree(frames_dir, ignore_errors=True)
     return out
+
+
+def encode_frames(pattern, fps: float, out, audio=None, audio_start: float = 0.0, start_number: int = 0) -> Path:
+    """Join numbered PNG frames (`pattern`, e.g. frames/frame_%05d.png, from `start_number`) into an H.264 MP4
+    at `fps`, with the sound of the file `audio` from its second `audio_start` (AAC), cut to the video's length.
+    Needs ffmpeg on PATH."""
+    args = ["ffmpeg", "-y", "-loglevel", "error", "-framerate", f"{fps:g}", "-start_number", str(start_number),
+            "-i", str(pattern)]
+    if audio is not None:
+        args += ["-ss", f"{audio_start:.6f}", "-i", str(audio), "-c:a", "aac", "-b:a", "128k", "-shortest"]
+    args += ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "20", str(out)]
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(args, check=True)
+    return Path(out)
 
 
 def render_frame_strip(head, motion: dict, frames, out, fps: float = 25.0, resolution: int = 320, phones=None,
