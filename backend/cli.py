@@ -56,10 +56,43 @@ def cmd_head_convert(args) -> int:
     return 0
 
 
+BLENDER_NEEDED = ("--blend, --fbx, --abc, --usd and --preview need Blender as a Python module "
+                  "(pip install bpy==5.0.1 on Python 3.11)")
+
+
+def scene_outputs(args):
+    """What --blend, --fbx, --abc, --usd and --preview ask for (backend.blender.scene.SceneOutputs), after
+    checking that bpy can be imported; None when none of them is given."""
+    formats = tuple(fmt for fmt in ("fbx", "abc", "usd") if getattr(args, fmt, False))
+    if not (args.blend or formats or args.preview):
+        return None
+    require_blender()
+    from backend.blender.scene import SceneOutputs
+
+    return SceneOutputs(blend=args.blend, formats=formats, preview=args.preview,
+                        resolution=preview_resolution(args.preview_resolution))
+
+
+def require_blender() -> None:
+    try:
+        import bpy  # noqa: F401
+    except ImportError:
+        raise ThunderError(BLENDER_NEEDED) from None
+
+
+def preview_resolution(pixels: int) -> int:
+    """The preview video's width and height: even (H.264 wants it) and at least 16."""
+    if pixels < 16 or pixels % 2:
+        raise ThunderError(f"--preview-resolution must be an even number of pixels from 16, not {pixels}")
+    return pixels
+
+
 def cmd_generate(args) -> int:
     """Sample takes for every audio file with one model load. A file that fails is reported in one line
     (`thunder: FILE: sentence`) and the others go on; the exit status is 1 if any failed. Problems with the
-    arguments themselves (a frame rate of 0, an unknown emotion) stop everything, before any audio is read."""
+    arguments themselves (a frame rate of 0, an unknown emotion, no bpy for --blend) stop everything, before
+    any audio is read. With --blend, --fbx, --abc, --usd or --preview, each file's takes then go into a Blender
+    scene (backend/blender/scene.py) that is saved, exported or rendered into the same folder."""
     from pathlib import Path
 
     from backend.frame_rate import check_fps
@@ -70,6 +103,7 @@ def cmd_generate(args) -> int:
     # 1. The arguments, then the model (its emotions decide which settings are valid), then the settings.
     fps = check_fps(args.fps)
     seeds = take_seeds(args.takes, args.seed)
+    outputs = scene_outputs(args)
     if args.max_seconds < 0:
         raise ThunderError(f"--max-seconds must be 0 (no limit) or more, not {args.max_seconds:g}")
     if args.threads:
@@ -98,9 +132,14 @@ def cmd_generate(args) -> int:
 
         written, failure = [], None
         try:
-            existing = [p for p in paths if p.exists()]
+            planned = list(paths)
+            if outputs:
+                from backend.blender.scene import scene_output_paths
+
+                planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
+            existing = [p for p in planned if p.exists()]
             if existing:
-                raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite take files")
+                raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite files")
             takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
                                        end=args.end, callback=show_progress)
             written = [save_take(path, take) for path, take in zip(paths, takes)]
@@ -108,12 +147,80 @@ def cmd_generate(args) -> int:
             failure = str(exc)
         if bar:
             bar.close()
+        for path in written:
+            print(path, flush=True)
+        if written and outputs:
+            from backend.blender.scene import write_take_scene
+
+            def report(what, seconds):
+                if isinstance(what, Path):
+                    print(what, flush=True)
+
+            try:
+                write_take_scene(generator.head, audio, written, fps, out, outputs, report=report,
+                                 show_progress=not args.quiet)
+            except ThunderError as exc:
+                failure = str(exc)
         if failure:
             print(f"thunder: {audio}: {failure}", file=sys.stderr, flush=True)
             failed += 1
-        for path in written:
-            print(path, flush=True)
     return 1 if failed else 0
+
+
+def cmd_demo(args) -> int:
+    """The whole job on the example clip that ships with Thunder (backend/examples): takes, a .blend with every
+    take on the rigged head and the sound strip, FBX, Alembic and USD of every take, and a preview video with
+    the sound; each file printed with the time it took. Nothing is overwritten: an existing file stops it
+    before any work."""
+    import time
+    from pathlib import Path
+
+    from backend.generate import Generator, take_seeds
+    from backend.takes import save_take, take_file_name
+
+    started = time.monotonic()
+    require_blender()
+    from backend.blender.scene import FORMATS, SceneOutputs, scene_output_paths, write_take_scene
+
+    audio = Path(__file__).resolve().parent / "examples" / "thunder_example.wav"
+    if not audio.is_file():
+        raise ThunderError(f"the example clip is missing from this installation ({audio})")
+    seeds = take_seeds(args.takes, args.seed)
+    out = Path(args.out)
+    outputs = SceneOutputs(blend=True, formats=FORMATS, preview=True,
+                           resolution=preview_resolution(args.preview_resolution))
+    take_paths = [out / take_file_name(audio.stem, k + 1, seed) for k, seed in enumerate(seeds)]
+    planned = take_paths + scene_output_paths(out, audio.stem, len(seeds), outputs)
+    existing = [p for p in planned if p.exists()]
+    if existing:
+        raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite files (choose another --out)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    def report(what, seconds):
+        print(f"{str(what):<60} {seconds:6.1f} s", flush=True)
+
+    print(f"thunder demo: {len(seeds)} take(s) of {audio.name} into {out}/", flush=True)
+    t = time.monotonic()
+    generator = Generator(args.checkpoint, args.head, args.device, args.max_seconds or None)
+    report(f"loaded the model {generator.model_identity['name']} and the head {generator.head.name}",
+           time.monotonic() - t)
+    t = time.monotonic()
+    fps = 25.0
+    takes = generator.generate(audio, seeds=seeds, fps=fps)
+    report(f"sampled {len(takes)} take(s) of {takes[0].jaw.shape[0]} frames at {fps:g} fps on "
+           f"{generator.device}", time.monotonic() - t)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, take in zip(take_paths, takes):
+        t = time.monotonic()
+        save_take(path, take)
+        report(path, time.monotonic() - t)
+    write_take_scene(generator.head, audio, take_paths, fps, out, outputs, report=report,
+                     show_progress=not args.quiet)
+    report("done", time.monotonic() - started)
+    return 0
 
 
 def cmd_serve(args) -> int:
@@ -134,6 +241,19 @@ def add_model_arguments(parser) -> None:
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
                         help=f"refuse audio longer than this (default {DEFAULT_MAX_SECONDS:g}; 0: no limit)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def add_scene_arguments(parser) -> None:
+    """--blend, --fbx, --abc, --usd, --preview and --preview-resolution (generate)."""
+    parser.add_argument("--blend", action="store_true",
+                        help="also save <audio stem>.blend: the rigged head with every take and the sound strip")
+    parser.add_argument("--fbx", action="store_true", help="also export every take as FBX")
+    parser.add_argument("--abc", action="store_true", help="also export every take as Alembic")
+    parser.add_argument("--usd", action="store_true", help="also export every take as USD")
+    parser.add_argument("--preview", action="store_true",
+                        help="also render take 1 with its sound to <audio stem>.preview.mp4")
+    parser.add_argument("--preview-resolution", type=int, default=512,
+                        help="width and height of the preview video in pixels (default 512)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,8 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=float, default=0.0, help="use the audio from this second")
     generate.add_argument("--end", type=float, help="use the audio up to this second (default: its end)")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scene_arguments(generate)
     add_model_arguments(generate)
     generate.set_defaults(run=cmd_generate)
+
+    demo = commands.add_parser("demo", help="the whole job on the example clip: takes, a .blend, FBX, Alembic, USD "
+                                            "and a preview video with sound (needs bpy)")
+    demo.add_argument("--out", default="thunder_demo", help="the folder to write into (default thunder_demo; "
+                                                            "existing files are never overwritten)")
+    demo.add_argument("--takes", type=int, default=2, help="takes (default 2)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the first take (default 0)")
+    demo.add_argument("--preview-resolution", type=int, default=512,
+                      help="width and height of the preview video in pixels (default 512)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_arguments(demo)
+    demo.set_defaults(run=cmd_demo)
 
     serve = commands.add_parser("serve", help="the service for the Blender add-on: JSON lines on stdin/stdout "
                                               "(docs/service_protocol.md)")

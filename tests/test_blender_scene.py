@@ -1,0 +1,253 @@
+"""The headless take scene (backend/blender/scene.py) through `thunder generate --blend --fbx --abc --usd --preview`
+and `thunder demo`: what the .blend holds when opened again, the export files, the preview video's streams and
+frame count, the timing of the sound strip, refusing to overwrite, and the sentence when bpy is missing.
+
+Every Blender step runs in its own process (Blender keeps global state): the command, then a fresh Python that
+opens the .blend. The takes come from the shipped model on one CPU thread.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.frame_rate import frames_for_seconds
+from backend.head import load_head
+from generation_fixtures import write_speech
+
+ROOT = Path(__file__).resolve().parents[1]
+BLENDER_NEEDED = ("--blend, --fbx, --abc, --usd and --preview need Blender as a Python module "
+                  "(pip install bpy==5.0.1 on Python 3.11)")
+
+
+def thunder(*args, timeout=480, env=None):
+    return subprocess.run([sys.executable, "-m", "backend.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=env)
+
+
+def take_frames(path: Path) -> tuple[int, dict]:
+    with np.load(path, allow_pickle=False) as npz:
+        return len(npz["jaw"]), json.loads(str(npz["meta"]))
+
+
+# Opens a .blend in a fresh Blender and prints what the tests check, as JSON.
+READ_BLEND = r"""
+import json, sys
+import bpy
+from thunder_blender import compat, properties, sound
+properties.register()
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+scene = bpy.context.scene
+heads = [o for o in bpy.data.objects if o.type == "ARMATURE" and o.thunder.is_head]
+head = heads[0]
+mesh = head.thunder.mesh
+keys = mesh.data.shape_keys
+strips = compat.sound_strips(scene)
+strip = strips[0]
+timing = compat.strip_timing(strip)
+heard = sound.strip_audio(scene, strip.name)
+takes = []
+for take in head.thunder.takes:
+    action = take.action
+    slots = {slot.target_id_type: len(compat.slot_fcurves(action, slot)) for slot in action.slots}
+    takes.append({"name": take.name, "seed": take.seed, "frames": take.frames, "frame_start": take.frame_start,
+                  "action": action.name, "fake_user": action.use_fake_user, "slots": slots,
+                  "key_range": list(action.frame_range)})
+print("RESULT " + json.dumps({
+    "heads": len(heads), "head": head.name, "identity": head.thunder.identity, "mesh": mesh.name,
+    "shape_keys": len(keys.key_blocks), "playing": compat.assigned_action(keys).name,
+    "playing_armature": compat.assigned_action(head).name, "active_take": head.thunder.active_take,
+    "takes": takes, "fps": scene.render.fps, "fps_base": scene.render.fps_base,
+    "frame_start": scene.frame_start, "frame_end": scene.frame_end, "strips": len(strips),
+    "sound_file": bpy.path.abspath(strip.sound.filepath), "content_start": timing.content_start,
+    "left": timing.left, "right": timing.right, "sound_offset": timing.sound_offset,
+    "heard_start": heard.start, "heard_end": heard.end, "heard_frame": heard.frame_start,
+    "camera": scene.camera is not None and scene.camera.type == "CAMERA", "engine": scene.render.engine,
+    "settings_strip": scene.thunder.strip, "settings_head": scene.thunder.head.name if scene.thunder.head else None,
+}))
+"""
+
+# Without ffprobe: the video's frames and its sound, as Blender's Sequencer loads them.
+READ_MOVIE = r"""
+import json, sys
+import bpy
+scene = bpy.context.scene
+editor = scene.sequence_editor_create()
+movie = editor.strips.new_movie("video", sys.argv[1], 1, 1)
+sound = editor.strips.new_sound("audio", sys.argv[1], 2, 1)
+print("RESULT " + json.dumps({"video_frames": movie.frame_duration, "audio": sound.sound is not None,
+                              "width": movie.elements[0].orig_width if movie.elements else None}))
+"""
+
+
+def run_python(code: str, *args) -> dict:
+    result = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def probe_video(path: Path) -> dict:
+    """The video's frame count, width and whether it has sound: ffprobe's count, or Blender's."""
+    if shutil.which("ffprobe"):
+        result = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                                 "stream=codec_type,codec_name,nb_read_frames,width", "-of", "json", str(path)],
+                                capture_output=True, text=True, timeout=120, check=True)
+        streams = json.loads(result.stdout)["streams"]
+        video = [s for s in streams if s["codec_type"] == "video"]
+        audio = [s for s in streams if s["codec_type"] == "audio"]
+        assert len(video) == 1 and video[0]["codec_name"] == "h264", streams
+        assert len(audio) == 1 and audio[0]["codec_name"] == "aac", streams
+        return {"video_frames": int(video[0]["nb_read_frames"]), "audio": True, "width": video[0]["width"]}
+    return run_python(READ_MOVIE, path)
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """`thunder generate` with every scene output, on 1.5 s of speech at 24 fps from its second 0.3: the strip's
+    content must start before frame 1, with audio second 0.3 at frame 1."""
+    folder = tmp_path_factory.mktemp("scene")
+    audio = write_speech(folder / "speech.wav", 1.5)
+    out = folder / "out"
+    result = thunder("generate", audio, "--out", out, "--takes", "2", "--seed", "5", "--fps", "24", "--start", "0.3",
+                     "--threads", "1", "--quiet", "--blend", "--fbx", "--abc", "--usd", "--preview",
+                     "--preview-resolution", "64")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return audio, out, result
+
+
+def test_generate_writes_takes_blend_exports_and_preview(generated):
+    audio, out, result = generated
+    printed = [Path(line) for line in result.stdout.splitlines()]
+    takes = [out / "speech.take1.seed5.npz", out / "speech.take2.seed6.npz"]
+    exports = [out / f"speech_head_Take_{k}.{ext}" for k in (1, 2) for ext in ("fbx", "abc", "usd")]
+    expected = takes + [out / "speech.blend"] + exports + [out / "speech.preview.mp4"]
+    assert sorted(printed) == sorted(expected), result.stdout
+    for path in expected:
+        assert path.is_file() and path.stat().st_size > 1000, path
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected)   # nothing else
+    assert "Traceback" not in result.stderr and result.stderr.strip() == "", result.stderr[-2000:]
+
+
+def test_blend_holds_the_head_takes_and_sound(generated):
+    audio, out, _ = generated
+    frames, meta = take_frames(out / "speech.take1.seed5.npz")
+    assert frames == frames_for_seconds(1.5 - 0.3, 24) and meta["audio"]["start"] == pytest.approx(0.3)
+    info = run_python(READ_BLEND, out / "speech.blend")
+    assert info["heads"] == 1 and info["head"] == "speech head" and info["identity"] == meta["head"]["identity"]
+    head = load_head("builtin")
+    pose_correctives = 9 * (len(head.joint_names) - 1)                  # 36: a rotation matrix per posed joint
+    assert info["shape_keys"] == 1 + head.n_expression + pose_correctives    # Basis, expressions, correctives
+    assert [t["name"] for t in info["takes"]] == ["Take 1", "Take 2"]
+    assert [t["seed"] for t in info["takes"]] == [5, 6]
+    for take in info["takes"]:
+        assert take["frames"] == frames and take["frame_start"] == 1.0 and take["fake_user"]
+        assert take["key_range"] == [1.0, float(frames)]
+        # A curve per shape key (the Basis aside) and a quaternion and location per bone (the root aside).
+        assert take["slots"] == {"KEY": head.n_expression + pose_correctives,
+                                 "OBJECT": 7 * (len(head.joint_names) - 1)}
+    assert info["active_take"] == 0
+    assert info["playing"] == info["playing_armature"] == info["takes"][0]["action"]
+    assert (info["fps"], info["fps_base"]) == (24, 1.0)
+    assert (info["frame_start"], info["frame_end"]) == (1, frames)
+    # The sound: one strip of the file, trimmed to start at frame 1, where the takes' first second (0.3) plays.
+    assert info["strips"] == 1 and Path(info["sound_file"]).resolve() == audio.resolve()
+    assert info["left"] == 1.0 and info["content_start"] < 1.0
+    assert info["content_start"] + (0.3 - info["sound_offset"]) * 24 == pytest.approx(1.0, abs=1e-5)
+    assert info["heard_start"] == pytest.approx(0.3, abs=1e-5) and info["heard_frame"] == pytest.approx(1.0)
+    assert info["heard_end"] is None   # the takes go on to the file's end
+    assert info["settings_strip"] == "speech.wav" and info["settings_head"] == "speech head"
+    assert info["camera"] and info["engine"] == "BLENDER_WORKBENCH"
+
+
+def test_preview_video_has_every_frame_and_the_sound(generated):
+    _, out, _ = generated
+    frames, _ = take_frames(out / "speech.take1.seed5.npz")
+    video = probe_video(out / "speech.preview.mp4")
+    assert video["video_frames"] == frames and video["audio"] and video["width"] == 64
+
+
+def test_scene_at_a_fractional_rate_trims_both_ends_of_the_sound(tmp_path):
+    """23.976 fps (24 / 1.001) over seconds 0.25 to 1.2 of the audio: the strip plays exactly those."""
+    audio = write_speech(tmp_path / "clip.wav", 1.5)
+    result = thunder("generate", audio, "--out", tmp_path, "--fps", "23.976", "--start", "0.25", "--end", "1.2",
+                     "--threads", "1", "--quiet", "--blend")
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames, _ = take_frames(tmp_path / "clip.take1.seed0.npz")
+    info = run_python(READ_BLEND, tmp_path / "clip.blend")
+    assert info["fps"] == 24 and info["fps"] / info["fps_base"] == pytest.approx(23.976)
+    assert info["heard_start"] == pytest.approx(0.25, abs=1e-5) and info["heard_frame"] == pytest.approx(1.0)
+    assert info["right"] == 1 + frames and info["heard_end"] == pytest.approx(0.25 + frames / 23.976, abs=1e-4)
+    assert (info["frame_start"], info["frame_end"]) == (1, frames)
+    assert [t["name"] for t in info["takes"]] == ["Take 1"]
+
+
+def test_generate_refuses_to_overwrite_scene_files_before_any_work(tmp_path):
+    audio = write_speech(tmp_path / "speech.wav", 1.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "speech.preview.mp4").write_bytes(b"mine")
+    result = thunder("generate", audio, "--out", out, "--threads", "1", "--quiet", "--blend", "--preview")
+    assert result.returncode == 1
+    assert f"{out / 'speech.preview.mp4'} already exists" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["speech.preview.mp4"]   # not even the takes
+    assert (out / "speech.preview.mp4").read_bytes() == b"mine"
+
+
+NO_BPY = r"""
+import sys
+sys.modules["bpy"] = None       # `import bpy` now raises ImportError, as where Blender is not installed
+from backend.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("flag", ["--blend", "--fbx", "--abc", "--usd", "--preview"])
+def test_without_bpy_the_scene_flags_give_one_sentence(tmp_path, flag):
+    audio = write_speech(tmp_path / "speech.wav", 1.0)
+    result = subprocess.run([sys.executable, "-c", NO_BPY, "generate", str(audio), "--out", str(tmp_path / "out"),
+                             "--threads", "1", flag], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == f"thunder: error: {BLENDER_NEEDED}"
+    assert not (tmp_path / "out").exists()   # stopped before any work
+
+
+def test_without_bpy_the_demo_gives_one_sentence(tmp_path):
+    result = subprocess.run([sys.executable, "-c", NO_BPY, "demo", "--out", str(tmp_path / "demo")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2 and result.stderr.strip() == f"thunder: error: {BLENDER_NEEDED}"
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_writes_everything_and_refuses_to_overwrite(tmp_path):
+    out = tmp_path / "demo"
+    result = thunder("demo", "--out", out, "--threads", "1", "--preview-resolution", "128", "--quiet", timeout=560)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    stem = "thunder_example"
+    expected = ([out / f"{stem}.take1.seed0.npz", out / f"{stem}.take2.seed1.npz", out / f"{stem}.blend"]
+                + [out / f"{stem}_head_Take_{k}.{ext}" for ext in ("fbx", "abc", "usd") for k in (1, 2)]
+                + [out / f"{stem}.preview.mp4"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected)
+    lines = result.stdout.splitlines()
+    for path in expected:   # each file printed with its time
+        assert path.stat().st_size > 1000, path
+        line = next(line for line in lines if line.startswith(str(path)))
+        assert line.rstrip().endswith(" s") and float(line.split()[-2]) >= 0.0, line
+    frames, meta = take_frames(expected[0])
+    assert meta["audio"]["file"] == "thunder_example.wav" and frames == frames_for_seconds(meta["audio"]["seconds"], 25)
+    video = probe_video(out / f"{stem}.preview.mp4")
+    assert video["video_frames"] == frames and video["audio"] and video["width"] == 128
+    info = run_python(READ_BLEND, out / f"{stem}.blend")
+    assert [t["seed"] for t in info["takes"]] == [0, 1] and info["heard_start"] == 0.0
+
+    # Again into the same folder: refused before any work, naming a file; nothing changed.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = thunder("demo", "--out", out, "--threads", "1", "--quiet")
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"thunder: error: {expected[0]} already exists"), again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
