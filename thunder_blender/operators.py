@@ -46,7 +46,10 @@ class THUNDER_OT_add_head(bpy.types.Operator):
                             ("FLAME", "FLAME head", "A head from your FLAME model file (set in the preferences)")])
 
     def execute(self, context):
-        return _run(self, lambda: api.add_head("builtin" if self.source == "BUILTIN" else "flame", context=context))
+        result = _run(self, lambda: api.add_head("builtin" if self.source == "BUILTIN" else "flame", context=context))
+        if result == {"FINISHED"} and context.area is not None and context.area.type == "VIEW_3D":
+            bpy.ops.view3d.view_selected()   # a head is 25 cm tall: frame it, or it is a dot at the cursor
+        return result
 
 
 class THUNDER_OT_generate(bpy.types.Operator):
