@@ -172,6 +172,39 @@ def test_preview_video_has_every_frame_and_the_sound(generated):
     assert video["video_frames"] == frames and video["audio"] and video["width"] == 64
 
 
+# The grid of frames from the same scene: build it from the generated takes, render two frames captioned and
+# cropped, and report the grid's size, how the tiles differ, and what the scene holds afterwards.
+RENDER_GRID = r"""
+import json, sys
+import bpy
+import numpy as np
+from backend.blender.preview import read_png
+from backend.blender.scene import build_take_scene
+audio, take1, take2, out = sys.argv[1:5]
+scene = build_take_scene("builtin", audio, [take1, take2], 24.0, resolution=64)
+objects = sorted(o.name for o in bpy.data.objects)
+scene.render_frames([1, scene.frame_end], out, columns=2, captions=["first", "last"], crop=(0.25, 1.0, 0.0, 1.0),
+                    caption_band=True)
+grid = read_png(out)
+left, right = grid[:36, :64, :3], grid[:36, 68:, :3]   # above the captions
+print("RESULT " + json.dumps({"shape": list(grid.shape), "differ": float(np.abs(left - right).mean()),
+                              "spread": float(left.std()), "objects_before": objects,
+                              "objects_after": sorted(o.name for o in bpy.data.objects),
+                              "frame": bpy.context.scene.frame_current,
+                              "format": bpy.context.scene.render.image_settings.file_format}))
+"""
+
+
+def test_frames_grid_comes_from_the_same_scene_and_leaves_it_as_it_was(generated, tmp_path):
+    audio, out, _ = generated
+    grid = tmp_path / "grid.png"
+    info = run_python(RENDER_GRID, audio, out / "speech.take1.seed5.npz", out / "speech.take2.seed6.npz", grid)
+    assert info["shape"] == [48, 64 * 2 + 4, 4]        # two 64 px renders cropped to their lower 3/4, a 4 px gap
+    assert info["spread"] > 0.02 and info["differ"] > 0.002   # a face, not a blank frame; the mouth moved
+    assert info["objects_after"] == info["objects_before"]    # the caption and its band are gone again
+    assert info["frame"] == 1 and info["format"] == "PNG"
+
+
 def test_scene_at_a_fractional_rate_trims_both_ends_of_the_sound(tmp_path):
     """23.976 fps (24 / 1.001) over seconds 0.25 to 1.2 of the audio: the strip plays exactly those."""
     audio = write_speech(tmp_path / "clip.wav", 1.5)

@@ -97,26 +97,56 @@ def aim_camera(camera, view: CameraView):
     camera.data.clip_start = 0.01
 
 
-def add_caption(scene, camera, name: str = "caption"):
-    """An empty text object parented to `camera`, placed by ``place_caption`` at the bottom of the image."""
+def _flat_material(name: str, color):
+    import bpy
+
+    material = bpy.data.materials.new(name)
+    material.diffuse_color = (*color, 1.0)
+    material.roughness = 1.0             # no studio-light highlight washing out part of it
+    material.specular_intensity = 0.0
+    return material
+
+
+def add_caption(scene, camera, name: str = "caption", color=CAPTION_COLOR, band: bool = False):
+    """An empty text object parented to `camera`, placed by ``place_caption`` at the bottom of the image.
+    band: a strip of the background's colour behind the text (its child), so that text over the face reads."""
     import bpy
 
     curve = bpy.data.curves.new(name, type="FONT")
     curve.body = ""
     curve.align_x = "CENTER"
+    curve.materials.append(_flat_material(name, color))
     caption = bpy.data.objects.new(name, curve)
-    material = bpy.data.materials.new(name)
-    material.diffuse_color = (*CAPTION_COLOR, 1.0)
-    curve.materials.append(material)
     scene.collection.objects.link(caption)
     caption.parent = camera
+    if band:
+        mesh = bpy.data.meshes.new(f"{name} band")
+        mesh.from_pydata([(-0.5, -0.5, 0.0), (0.5, -0.5, 0.0), (0.5, 0.5, 0.0), (-0.5, 0.5, 0.0)], [],
+                         [(0, 1, 2, 3)])
+        mesh.materials.append(_flat_material(f"{name} band", BACKGROUND_COLOR))
+        strip = bpy.data.objects.new(f"{name} band", mesh)
+        scene.collection.objects.link(strip)
+        strip.parent = caption
     place_caption(caption, scene, camera)
     return caption
 
 
-def place_caption(caption, scene, camera, box=(0.0, 1.0, 0.0, 1.0)):
+def remove_caption(caption) -> None:
+    """Remove a caption made by add_caption, with its band, their data and materials."""
+    import bpy
+
+    for obj in [*caption.children, caption]:
+        data, materials = obj.data, list(obj.data.materials)
+        bpy.data.objects.remove(obj)
+        (bpy.data.curves if data.__class__.__name__ == "TextCurve" else bpy.data.meshes).remove(data)
+        for material in materials:
+            bpy.data.materials.remove(material)
+
+
+def place_caption(caption, scene, camera, box=(0.0, 1.0, 0.0, 1.0), size: float = 0.0375):
     """Centre the caption near the bottom of `box` = (top, bottom, left, right), fractions of the image (e.g.
-    the part of it that will be cropped out), with its height in proportion to the box's."""
+    the part of it that will be cropped out), its font size `size` times the box's height; its band, if it has
+    one, spans the box's width at the bottom."""
     # In the camera's frame (looking down -z), closer to the camera than any head so that nothing hides it.
     distance = 0.1
     width, height = scene.render.resolution_x, scene.render.resolution_y
@@ -124,9 +154,20 @@ def place_caption(caption, scene, camera, box=(0.0, 1.0, 0.0, 1.0)):
     half_x, half_y = (half_wide, half_wide * height / width) if width >= height else (half_wide * width / height,
                                                                                         half_wide)
     top, bottom, left, right = box
-    caption.location = ((left + right - 1.0) * half_x, (1.0 - 2.0 * (top + 0.94 * (bottom - top))) * half_y,
-                        -distance)
-    caption.data.size = 0.075 * half_y * (bottom - top)
+    box_height = 2.0 * half_y * (bottom - top)
+    bottom_y = (1.0 - 2.0 * bottom) * half_y
+    caption.data.size = size * box_height
+    if caption.children:
+        band_height = 2.4 * caption.data.size
+        # Capital letters are about 0.7 of the font size tall: centre them in the band.
+        caption.location = ((left + right - 1.0) * half_x, bottom_y + 0.5 * (band_height - 0.7 * caption.data.size),
+                            -distance)
+        band = caption.children[0]
+        # Reaching a little past the box on every side but the top, so that no face shows under it.
+        band.location = (0.0, bottom_y + 0.4 * band_height - caption.location[1], -0.001)
+        band.scale = (2.0 * half_x * (right - left) * 1.02, 1.2 * band_height, 1.0)
+    else:
+        caption.location = ((left + right - 1.0) * half_x, bottom_y + 0.06 * box_height, -distance)
 
 
 def reset_blender():

@@ -32,8 +32,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from backend.blender.preview import (CameraView, add_caption, aim_camera, place_caption, read_png, reset_blender,
-                                     setup_workbench, tile_images, write_png)
+from backend.blender.preview import (CAPTION_COLOR, CameraView, add_caption, aim_camera, place_caption, read_png,
+                                     remove_caption, reset_blender, setup_workbench, tile_images, write_png)
 from backend.errors import ThunderError
 
 FORMATS = ("fbx", "abc", "usd")
@@ -276,10 +276,12 @@ class TakeScene:
                           audio_start=self.audio_start, start_number=first)
 
     def render_frames(self, frames: Sequence[int], out_png, columns: int | None = None,
-                      captions: Sequence[str] | None = None, crop=None, resolution: int | None = None) -> Path:
+                      captions: Sequence[str] | None = None, crop=None, resolution: int | None = None,
+                      caption_size: float = 0.0375, caption_color=CAPTION_COLOR, caption_band: bool = False) -> Path:
         """Render the scene at `frames` (scene frame numbers) and tile the images into one PNG, row by row.
-        `captions`: one text per frame, drawn at the bottom of each image; `crop` = (top, bottom, left, right)
-        fractions of the image to keep (the captions go into the kept part)."""
+        `captions`: one text per frame, drawn at the bottom of each image (font size `caption_size` times the
+        image's height, linear RGB `caption_color`, on a band of the background's colour with `caption_band`);
+        `crop` = (top, bottom, left, right) fractions of the image to keep (the captions go into the kept part)."""
         import bpy
 
         frames = [int(f) for f in frames]
@@ -293,10 +295,11 @@ class TakeScene:
         box = tuple(crop) if crop else (0.0, 1.0, 0.0, 1.0)
         images = []
         with self._rendering(resolution), tempfile.TemporaryDirectory(prefix="thunder-frames-") as tmp:
-            caption = add_caption(self.scene, self.camera, "thunder caption") if captions else None
+            caption = (add_caption(self.scene, self.camera, "thunder caption", caption_color, caption_band)
+                       if captions else None)
             try:
                 if caption is not None:
-                    place_caption(caption, self.scene, self.camera, box)
+                    place_caption(caption, self.scene, self.camera, box, caption_size)
                 for k, frame in enumerate(frames):
                     self.scene.frame_set(frame)
                     if caption is not None:
@@ -309,10 +312,7 @@ class TakeScene:
                     images.append(image[int(box[0] * h):int(box[1] * h), int(box[2] * w):int(box[3] * w)])
             finally:
                 if caption is not None:
-                    curve, material = caption.data, caption.data.materials[0]
-                    bpy.data.objects.remove(caption)
-                    bpy.data.curves.remove(curve)
-                    bpy.data.materials.remove(material)
+                    remove_caption(caption)
             columns = columns or math.ceil(math.sqrt(len(images)))
             out = Path(out_png).resolve()
             out.parent.mkdir(parents=True, exist_ok=True)
