@@ -200,7 +200,7 @@ def cmd_demo(args) -> int:
         torch.set_num_threads(args.threads)
 
     def report(what, seconds):
-        print(f"{str(what):<60} {seconds:6.1f} s", flush=True)
+        print(f"{str(what):<72} {seconds:6.1f} s", flush=True)
 
     print(f"thunder demo: {len(seeds)} take(s) of {audio.name} into {out}/", flush=True)
     t = time.monotonic()
@@ -219,7 +219,7 @@ def cmd_demo(args) -> int:
         report(path, time.monotonic() - t)
     write_take_scene(generator.head, audio, take_paths, fps, out, outputs, report=report,
                      show_progress=not args.quiet)
-    report("done", time.monotonic() - started)
+    report("thunder demo: done, in all", time.monotonic() - started)
     return 0
 
 
