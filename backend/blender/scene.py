@@ -199,7 +199,9 @@ class TakeScene:
 
     def export_paths(self, folder, formats: Sequence[str] = FORMATS) -> list[Path]:
         """The files export() writes for every take, without writing them."""
-        return planned_export_paths(folder, self.head.name, self.take_names, formats)
+        from thunder_blender.export import planned_paths
+
+        return planned_paths(folder, self.head.name, self.take_names, formats)
 
     # ------------------------------------------------------------------------------------------ renders
     def image_position(self, point) -> tuple[float, float]:
@@ -348,22 +350,6 @@ def _still_output(scene) -> None:
     settings.color_mode = "RGB"
 
 
-def planned_export_paths(folder, head_name: str, take_names: Sequence[str],
-                         formats: Sequence[str] = FORMATS) -> list[Path]:
-    """The files thunder_blender.export.export_takes writes for a head named `head_name` with these takes."""
-    from thunder_blender import export
-
-    paths, used = [], set()
-    for take in take_names:
-        stem = export.safe_file_name(f"{head_name}_{take}")
-        unique, number = stem, 2
-        while unique.lower() in used:
-            unique, number = f"{stem}_{number}", number + 1
-        used.add(unique.lower())
-        paths += [Path(folder) / f"{unique}{export.EXTENSIONS[fmt]}" for fmt in formats]
-    return paths
-
-
 def take_labels(count: int) -> list[str]:
     """The names takes get in the head's list: Take 1, Take 2, ..."""
     return [f"Take {k + 1}" for k in range(count)]
@@ -463,7 +449,9 @@ def scene_output_paths(out, stem: str, n_takes: int, outputs: SceneOutputs) -> l
     out = Path(out)
     paths = [out / f"{stem}.blend"] if outputs.blend else []
     if outputs.formats:
-        paths += planned_export_paths(out, head_object_name(stem), take_labels(n_takes), outputs.formats)
+        from thunder_blender.export import planned_paths
+
+        paths += planned_paths(out, head_object_name(stem), take_labels(n_takes), outputs.formats)
     if outputs.preview:
         paths.append(out / f"{stem}.preview.mp4")
     return paths
