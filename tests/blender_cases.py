@@ -346,7 +346,7 @@ def bad_inputs(work_dir, args):
 
     # A head that is not a Thunder head.
     bpy.ops.mesh.primitive_cube_add()
-    cube = bpy.context.active_object
+    check(bpy.context.active_object.name == "Cube", "the cube is not active")
     strip = add_sound_strip(scene, "voice", args["wav"], frame=1)
     settings.strip = strip.name
     said["not a head"] = panel_says(bpy.ops.thunder.generate, "'Cube' is not a Thunder head")
@@ -439,6 +439,15 @@ def bad_inputs(work_dir, args):
         time.sleep(0.1)
     check(_process_gone(pid), f"the backend (pid {pid}) outlived the add-on")
     return {"said": said}
+
+
+@case
+def backend_running(work_dir, args):
+    """Start the backend and leave it running: the test checks it is gone once this Blender has quit."""
+    thunder = install_extension(args["zip"])
+    thunder.api.backend_start()
+    check(thunder.api.backend_status()[0] == "ready", f"backend status {thunder.api.backend_status()}")
+    return {"pid": thunder.session.manager().process.pid}
 
 
 def session_idle(thunder):

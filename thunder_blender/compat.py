@@ -34,16 +34,23 @@ class StripTiming:
     sound_offset: float
 
 
-def strip_timing(strip) -> StripTiming:
-    def first(*names):
-        for name in names:
-            if hasattr(strip, name):
-                return float(getattr(strip, name))
-        raise AttributeError(f"strip {strip.name} has none of {names}")
+# Each timing field's name in 5.2, then in 4.5 / 5.0.
+STRIP_FIELDS = {"content_start": ("content_start", "frame_start"), "duration": ("duration", "frame_duration"),
+                "left": ("left_handle", "frame_final_start"), "right": ("right_handle", "frame_final_end")}
 
-    return StripTiming(first("content_start", "frame_start"), first("duration", "frame_duration"),
-                       first("left_handle", "frame_final_start"),
-                       first("right_handle", "frame_final_end"), float(getattr(strip, "sound_offset", 0.0)))
+
+def _strip_field(strip, key: str) -> str:
+    return next(name for name in STRIP_FIELDS[key] if hasattr(strip, name))
+
+
+def strip_timing(strip) -> StripTiming:
+    return StripTiming(*(float(getattr(strip, _strip_field(strip, key))) for key in STRIP_FIELDS),
+                       float(getattr(strip, "sound_offset", 0.0)))
+
+
+def set_strip_frame(strip, key: str, frame: float) -> None:
+    """Move a strip's content start, left or right handle (a key of STRIP_FIELDS) to `frame`."""
+    setattr(strip, _strip_field(strip, key), frame)
 
 
 # ---------------------------------------------------------------------------------------------- actions

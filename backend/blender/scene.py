@@ -107,21 +107,13 @@ def set_scene_fps(scene, fps: float) -> None:
     scene.render.fps_base = whole / fps
 
 
-def _strip_value(strip, *names) -> float:
-    return float(getattr(strip, next(n for n in names if hasattr(strip, n))))
-
-
-def _set_strip_value(strip, value, *names) -> None:
-    setattr(strip, next(n for n in names if hasattr(strip, n)), value)
-
-
 def add_sound_strip(scene, audio_path, start: float = 0.0, end: float | None = None,
                     frame_start: int = FRAME_START, frames: int | None = None):
     """A sound strip of `audio_path` in which audio second `start` plays at `frame_start`, trimmed to start
     there (its content begins earlier when start > 0) and, when `end` is before the file's end, to end after
     `frames` frames. The timing is checked against the add-on's own reading of strips (thunder_blender.sound),
     the rule the add-on uses to find the audio of a take."""
-    from thunder_blender import sound
+    from thunder_blender import compat, sound
 
     fps = sound.scene_fps(scene)
     editor = scene.sequence_editor or scene.sequence_editor_create()
@@ -135,12 +127,12 @@ def add_sound_strip(scene, audio_path, start: float = 0.0, end: float | None = N
     shift = start * fps
     whole = math.floor(shift + 1e-9)
     strip.sound_offset = (shift - whole) / fps
-    _set_strip_value(strip, frame_start - whole, "content_start", "frame_start")
-    _set_strip_value(strip, frame_start, "left_handle", "frame_final_start")
+    compat.set_strip_frame(strip, "content_start", frame_start - whole)
+    compat.set_strip_frame(strip, "left", frame_start)
     if end is not None and frames is not None:
         right = frame_start + frames
-        if right < _strip_value(strip, "right_handle", "frame_final_end"):
-            _set_strip_value(strip, right, "right_handle", "frame_final_end")
+        if right < compat.strip_timing(strip).right:
+            compat.set_strip_frame(strip, "right", right)
     heard = sound.strip_audio(scene, strip.name)
     if abs(heard.start - start) > 1e-4 or abs(heard.frame_start - frame_start) > 1e-4:
         raise RuntimeError(f"the sound strip plays second {heard.start:.4f} at frame {heard.frame_start:.3f}, "
