@@ -55,7 +55,7 @@ REQUEST_FIELDS = {
     "generate": {"audio", "samples", "sample_rate", "start", "end", "fps", "takes", "seed", "seeds", "settings",
                  "out"},
     "cancel": {"target"},
-    "head": {"shape"},
+    "head": {"head", "shape"},
     "shutdown": set(),
 }
 
@@ -140,6 +140,7 @@ class Service:
         self.inbox: queue.Queue = queue.Queue()
         self.parent_pid = os.getppid() if watch_parent else None
         self.generator = None
+        self.heads: dict = {}   # heads asked for by source, without a model (see _head)
         self.job: GenerateJob | None = None
         self.send_lock = threading.Lock()
         self.stopping = False
@@ -279,8 +280,8 @@ class Service:
         return self.generator
 
     def on_head(self, request: dict) -> None:
-        generator = self._loaded_generator()
-        head = generator.head
+        source = _field(request, "head", str, "'builtin' or a FLAME file path")
+        head = self._head(source) if source is not None else self._loaded_generator().head
         shape = _field(request, "shape", list, "a list of identity coefficients")
         arrays = head_mesh_arrays(head, shape)
         digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8] if shape else "template"
@@ -296,6 +297,17 @@ class Service:
                    "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
                    "face_region_names": list(head.face_region_names or []),
                    "arrays": {name: list(value.shape) for name, value in arrays.items()}})
+
+    def _head(self, source: str):
+        """A head by its source, without a model: building a head in Blender needs no model trained for it.
+        The loaded model's own head when it is that one; other heads are kept once loaded."""
+        from backend.head import load_head
+
+        if self.generator is not None and str(self.generator.head.source) == source:
+            return self.generator.head
+        if source not in self.heads:
+            self.heads[source] = load_head(source)
+        return self.heads[source]
 
     def on_cancel(self, request: dict) -> None:
         target = request.get("target")

@@ -450,6 +450,37 @@ def backend_running(work_dir, args):
     return {"pid": thunder.session.manager().process.pid}
 
 
+@case
+def flame_head(work_dir, args):
+    """Add FLAME head from the FLAME file set in the preferences (one the test builds in FLAME's layout): one
+    shape key per expression component plus the 36 correctives, FLAME's bones and weights; with an identity
+    shape baked into the basis. Without the preference, a sentence saying where to set it."""
+    thunder = install_extension(args["zip"])
+    api, prefs = thunder.api, addon_preferences()
+    try:
+        api.add_head("flame")
+        check(False, "Add FLAME head worked without a FLAME file")
+    except api.ThunderError as error:
+        check("FLAME model file" in str(error) and "Preferences" in str(error), str(error))
+    prefs.flame_model = args["flame"]
+    head = api.add_head("flame")
+    shaped = api.add_head("flame", shape=args["shape"], name="shaped")
+    results = {}
+    for obj in (head, shaped):
+        keys = obj.thunder.mesh.data.shape_keys.key_blocks
+        names = list(obj.data["thunder_expression_names"])
+        check(len(keys) == 1 + len(names) + 36, f"{len(keys)} shape keys for {len(names)} expressions")
+        check(keys[1].name == names[0] and keys[1 + len(names)].name == "pose.neck.00", [k.name for k in keys[:3]])
+        basis = np.empty(len(keys[0].data) * 3, dtype=np.float32)
+        keys[0].data.foreach_get("co", basis)
+        path = work_dir / f"{obj.name}_basis.npy"
+        np.save(path, basis.reshape(-1, 3))
+        results[obj.name] = {"basis": str(path), "expressions": len(names), "source": obj.thunder.source,
+                             "bones": [b.name for b in obj.data.bones], "identity": obj.thunder.identity}
+    check(head.thunder.source == args["flame"], f"the head's source is {head.thunder.source}")
+    return {"heads": results, "names": [head.name, shaped.name]}
+
+
 def session_idle(thunder):
     return thunder.session.manager().job is None
 

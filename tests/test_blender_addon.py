@@ -4,6 +4,7 @@ environment's bpy and on every Blender Python in THUNDER_BLENDER_PYTHONS."""
 
 import numpy as np
 import pytest
+import torch
 
 from blender_harness import blender_pythons, python_id, run_in_blender
 from generation_fixtures import write_speech
@@ -73,3 +74,26 @@ def test_the_backend_does_not_outlive_blender(extension_zip, tmp_path):
     while not gone() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gone(), f"the backend (pid {pid}) is still running after Blender quit"
+
+
+def test_add_flame_head_from_the_users_file(extension_zip, tmp_path):
+    """A FLAME file in FLAME's own layout (built by the test: FLAME itself is never in the repository)."""
+    import sys
+
+    from backend.head import load_head
+    from flame_fixtures import make_synthetic_flame, write_flame_pickle
+
+    flame = write_flame_pickle(tmp_path / "generic_model.pkl", make_synthetic_flame(n_expr=12))
+    shape = [2.0, -1.0, 0.5]
+    result = run_in_blender("flame_head", sys.executable, tmp_path,
+                            {"zip": str(extension_zip), "flame": str(flame), "shape": shape}, timeout=300)
+    head = load_head(flame)
+    plain, shaped = (result["heads"][name] for name in result["names"])
+    assert plain["expressions"] == head.n_expression and plain["identity"] == head.identity
+    assert plain["bones"] == list(head.joint_names)
+    with torch.no_grad():
+        template = head(expression=torch.zeros(1, head.n_expression))[0].numpy()
+        with_shape = head(expression=torch.zeros(1, head.n_expression), shape=torch.tensor([shape]))[0].numpy()
+    np.testing.assert_allclose(np.load(plain["basis"]), template, atol=1e-6)
+    np.testing.assert_allclose(np.load(shaped["basis"]), with_shape, atol=1e-6)
+    assert np.abs(with_shape - template).max() > 1e-3

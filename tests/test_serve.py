@@ -206,6 +206,18 @@ def test_head_bakes_an_identity_shape_into_the_rest_mesh_and_joints(service, hea
     assert bad["event"] == "error" and bad["code"] == "input" and "identity shape" in bad["message"]
 
 
+def test_head_of_another_source_needs_no_model_for_it(service, head, tmp_path):
+    from flame_fixtures import make_synthetic_flame, write_flame_pickle
+
+    flame = write_flame_pickle(tmp_path / "generic_model.pkl", make_synthetic_flame(n_expr=12))
+    reply = service.ask("head", head=str(flame))
+    assert reply["event"] == "head" and reply["identity"] != head.identity, reply
+    assert len(reply["expression_names"]) == 12 and reply["arrays"]["expression_basis"][2] == 12
+    assert service.ask("head")["identity"] == head.identity   # the loaded model's head is unchanged
+    missing = service.ask("head", head=str(tmp_path / "nope.pkl"))
+    assert missing["event"] == "error" and missing["code"] == "input" and "nope.pkl" in missing["message"]
+
+
 # ------------------------------------------------------------------------------------------ cancel, busy
 def test_cancel_stops_a_long_generate_between_steps(service, speech):
     request = service.send("generate", audio=str(speech), settings={"steps": 1000})

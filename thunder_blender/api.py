@@ -122,7 +122,8 @@ def add_head(source: str = "builtin", shape=None, name: str | None = None, conte
             raise ThunderError(f"the FLAME model file {flame} does not exist; fix it in Preferences > Add-ons > Thunder")
         source = flame
     fields = {"shape": [float(x) for x in shape]} if shape is not None else {}
-    reply = session.manager().request_sync("head", load=_load_wish(source), **fields)
+    # The head alone: building it needs no model trained for it (generating does).
+    reply = session.manager().request_sync("head", head=source, **fields)
     reply.setdefault("source", source)
     head = head_build.build_head(reply["file"], reply, name=name or _head_name(reply, source),
                                  collection=context.scene.collection, location=tuple(context.scene.cursor.location))
