@@ -231,6 +231,11 @@ def end_to_end(work_dir, args):
     check(all(item.action.use_fake_user for item in thunder_head.takes), "take actions have no fake user")
     check(scene.frame_end >= 16 + frames[0] - 1, "the scene's range does not reach the end of the take")
 
+    # The emotion menu offers what the loaded model knows.
+    model_emotions = thunder.session.manager().backend_info["model"]["emotions"]
+    offered = [item[0] for item in thunder.properties.emotion_items(scene.thunder, bpy.context)]
+    check(offered == model_emotions and "neutral" in offered, f"emotions offered {offered}, model {model_emotions}")
+
     # The panel draws (headless, through a recording layout) with the takes listed.
     drawn = draw_panel_headless(thunder)
     for element in (("operator", "thunder.generate"), ("operator", "thunder.resample"), ("operator", "thunder.export"),

@@ -3,13 +3,17 @@ Generate and Export settings (on the scene). Saved with the file, so takes survi
 
 import bpy
 
-# The emotions of the model the backend loaded; the shipped model's until the backend says otherwise.
+# The shipped model's emotions, shown until the backend says which emotions its model knows.
 KNOWN_EMOTIONS = ["neutral", "happy", "sad"]
 _emotion_items_cache: list = []   # Blender needs the items list to outlive the callback
 
 
 def emotion_items(self, context):
-    _emotion_items_cache[:] = [(name, name.capitalize(), f"Speak {name}") for name in KNOWN_EMOTIONS]
+    from . import session
+
+    info = session.manager().backend_info or {}
+    emotions = (info.get("model") or {}).get("emotions") or KNOWN_EMOTIONS   # the loaded model's, once known
+    _emotion_items_cache[:] = [(name, name.capitalize(), f"Speak {name}") for name in emotions]
     return _emotion_items_cache
 
 
