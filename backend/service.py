@@ -124,6 +124,14 @@ def head_mesh_arrays(head, shape=None) -> dict[str, np.ndarray]:
     return arrays
 
 
+def head_description(head, shape=None) -> dict:
+    """What the `head` reply says about a head besides its arrays; the add-on builds a head from this and the
+    arrays (thunder_blender.head_build), and so does the headless scene (backend/blender/scene.py)."""
+    return {"name": head.name, "identity": head.identity, "source": str(head.source), "shape": shape,
+            "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
+            "face_region_names": list(head.face_region_names or [])}
+
+
 class Service:
     """One service session: reads requests from `requests`, writes events to `replies`.
 
@@ -292,10 +300,7 @@ class Service:
                     np.savez(file, **arrays)
 
             write_atomically(path, write)
-        self.send({"event": "head", "id": request["id"], "file": str(path), "name": head.name,
-                   "identity": head.identity, "source": str(head.source), "shape": shape,
-                   "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
-                   "face_region_names": list(head.face_region_names or []),
+        self.send({"event": "head", "id": request["id"], "file": str(path), **head_description(head, shape),
                    "arrays": {name: list(value.shape) for name, value in arrays.items()}})
 
     def _head(self, source: str):

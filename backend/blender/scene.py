@@ -140,13 +140,6 @@ def add_sound_strip(scene, audio_path, start: float = 0.0, end: float | None = N
     return strip
 
 
-def head_info(head) -> dict:
-    """What the service's `head` reply says about a head (docs/service_protocol.md), for head_build."""
-    return {"name": head.name, "identity": head.identity, "source": str(head.source), "shape": None,
-            "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
-            "face_region_names": list(head.face_region_names or [])}
-
-
 @dataclass
 class TakeScene:
     """The scene build_take_scene made: the head (its armature object), the sound strip, the takes' names and
@@ -362,7 +355,7 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     import bpy
 
     from backend.head import load_head
-    from backend.service import head_mesh_arrays
+    from backend.service import head_description, head_mesh_arrays
     from thunder_blender import take_file, takes
 
     started = time.monotonic()
@@ -401,7 +394,7 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
         np.savez(head_file, **head_mesh_arrays(head))
         from thunder_blender import head_build
 
-        head_object = head_build.build_head(head_file, head_info(head), name=name)
+        head_object = head_build.build_head(head_file, head_description(head), name=name)
     labels = take_labels(len(take_data))
     with add_on_errors():
         for take, label in zip(take_data, labels):

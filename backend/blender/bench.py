@@ -1,0 +1,77 @@
+"""How fast the add-on's Blender side is: building the head, keying a take, switching takes.
+
+    python -m backend.blender.bench [--seconds 60] [--takes 4] [--repeats 40]
+
+Runs under a Python with bpy (Blender as a module) and the backend; uses the add-on's own modules on the
+built-in head and synthetic takes (the model's speed is backend.bench's). Prints medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each take (default 60)")
+    parser.add_argument("--takes", type=int, default=4, help="takes on the head (default 4)")
+    parser.add_argument("--repeats", type=int, default=40, help="take switches timed (default 40)")
+    args = parser.parse_args(argv)
+
+    import bpy
+
+    from backend.blender.preview import reset_blender
+    from backend.blender.scene import ensure_add_on_properties
+    from backend.head import load_head
+    from backend.service import head_description, head_mesh_arrays
+    from backend.takes import Take, save_take
+    from thunder_blender import head_build, take_file, takes
+
+    reset_blender()
+    ensure_add_on_properties()
+    head = load_head("builtin")
+    rng = np.random.default_rng(0)
+    frames = int(round(args.seconds * 25))
+    with tempfile.TemporaryDirectory(prefix="thunder-bench-") as folder:
+        head_file = Path(folder) / "head.npz"
+        np.savez(head_file, **head_mesh_arrays(head))
+        started = time.perf_counter()
+        head_object = head_build.build_head(head_file, head_description(head))
+        build_seconds = time.perf_counter() - started
+
+        keying = []
+        for k in range(args.takes):
+            parts = {"expression": rng.normal(0, 0.5, (frames, head.n_expression)),
+                     "jaw": rng.normal(0, 0.1, (frames, 3)), "neck": rng.normal(0, 0.05, (frames, 3)),
+                     "eyes": rng.normal(0, 0.05, (frames, 6))}
+            path = Path(folder) / f"take{k}.npz"
+            save_take(path, Take(**{n: v.astype(np.float32) for n, v in parts.items()}, fps=25.0, seed=k,
+                                 settings={}, model={"name": "bench", "hash": "-"},
+                                 head={"name": head.name, "identity": head.identity}, audio={}))
+            take = take_file.read_take(path)
+            started = time.perf_counter()
+            takes.add_take(head_object, take, 1.0, 1)
+            keying.append(time.perf_counter() - started)
+
+        switching = []
+        for r in range(args.repeats):
+            started = time.perf_counter()
+            takes.activate(head_object, r % args.takes)
+            bpy.context.scene.frame_set(1 + (r * 7) % frames)   # the new take's pose, evaluated
+            switching.append(time.perf_counter() - started)
+
+    n_keys = head.n_expression + 36
+    print(f"bpy {bpy.app.version_string}, built-in head: {head.n_vertices} vertices, {n_keys} shape keys")
+    print(f"build the head                          {build_seconds * 1000:8.0f} ms")
+    print(f"key a {args.seconds:g} s take ({frames} frames), median  {np.median(keying) * 1000:8.0f} ms")
+    print(f"switch takes and show a frame, median   {np.median(switching) * 1000:8.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
