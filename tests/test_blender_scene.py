@@ -63,7 +63,8 @@ print("RESULT " + json.dumps({
     "playing_armature": compat.assigned_action(head).name, "active_take": head.thunder.active_take,
     "takes": takes, "fps": scene.render.fps, "fps_base": scene.render.fps_base,
     "frame_start": scene.frame_start, "frame_end": scene.frame_end, "strips": len(strips),
-    "sound_file": bpy.path.abspath(strip.sound.filepath), "content_start": timing.content_start,
+    "sound_file": bpy.path.abspath(strip.sound.filepath), "sound_packed": strip.sound.packed_file is not None,
+    "content_start": timing.content_start,
     "left": timing.left, "right": timing.right, "sound_offset": timing.sound_offset,
     "heard_start": heard.start, "heard_end": heard.end, "heard_frame": heard.frame_start,
     "camera": scene.camera is not None and scene.camera.type == "CAMERA", "engine": scene.render.engine,
@@ -157,6 +158,7 @@ def test_blend_holds_the_head_takes_and_sound(generated):
     assert (info["frame_start"], info["frame_end"]) == (1, frames)
     # The sound: one strip of the file, trimmed to start at frame 1, where the takes' first second (0.3) plays.
     assert info["strips"] == 1 and Path(info["sound_file"]).resolve() == audio.resolve()
+    assert info["sound_packed"], "the .blend does not carry its sound"
     assert info["left"] == 1.0 and info["content_start"] < 1.0
     assert info["content_start"] + (0.3 - info["sound_offset"]) * 24 == pytest.approx(1.0, abs=1e-5)
     assert info["heard_start"] == pytest.approx(0.3, abs=1e-5) and info["heard_frame"] == pytest.approx(1.0)

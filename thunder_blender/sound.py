@@ -3,6 +3,7 @@ and the scene's frame rate, or a plain file from the scene's start frame."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -64,11 +65,15 @@ def file_audio(scene, path: str) -> AudioRange:
 def sound_file(sound, strip_name: str) -> str:
     """The file a sound plays; a packed sound is written to a temporary file first."""
     if sound.packed_file is not None:
+        # Named by its content, so generating again reuses the file instead of writing another copy.
+        data = sound.packed_file.data
         suffix = Path(sound.filepath).suffix or ".wav"
-        handle, path = tempfile.mkstemp(prefix="thunder-packed-", suffix=suffix)
-        with os.fdopen(handle, "wb") as file:
-            file.write(sound.packed_file.data)
-        return path
+        path = Path(tempfile.gettempdir()) / f"thunder-packed-{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+        if not path.is_file() or path.stat().st_size != len(data):
+            partial = path.with_name(path.name + f".{os.getpid()}.part")
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        return str(path)
     path = bpy.path.abspath(sound.filepath, library=sound.library)
     if not os.path.isfile(path):
         raise AudioSourceError(f"the sound strip '{strip_name}' plays {path}, which does not exist")

@@ -41,6 +41,7 @@ FRAME_START = 1
 # Front, a little above the eyes' height looking down; the whole head and the top of the neck at 85 mm.
 TAKE_VIEW = CameraView(target=(0.0, -0.02, 0.02), distance=0.76, azimuth=0.0, elevation=6.0, focal_length_mm=85.0)
 DEFAULT_RESOLUTION = 512
+PACK_LIMIT_BYTES = 64 * 2**20   # sounds up to this size are packed into the saved .blend
 
 
 class SceneError(ThunderError):
@@ -163,13 +164,17 @@ class TakeScene:
 
     # ------------------------------------------------------------------------------------------ files
     def save_blend(self, path) -> Path:
-        """Save the scene as a .blend (never replacing a file); the sound stays a link to the audio file."""
+        """Save the scene as a .blend (never replacing a file). The sound is packed into it, so the .blend can
+        move away from the audio file, unless the file is over PACK_LIMIT_BYTES: then it stays a link."""
         import bpy
 
         path = Path(path).resolve()
         if path.exists():
             raise SceneError(f"{path} already exists; Thunder does not overwrite files")
         path.parent.mkdir(parents=True, exist_ok=True)
+        sound = self.strip.sound
+        if sound.packed_file is None and Path(self.audio_path).stat().st_size <= PACK_LIMIT_BYTES:
+            sound.pack()
         with blender_output_silenced():
             bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False, copy=True)
         return path
