@@ -308,7 +308,7 @@ def _wait_for(thunder, condition, what, timeout=120.0):
 
     deadline = time.monotonic() + timeout
     while not condition():
-        thunder.api.poll()
+        thunder.session._tick()   # what Blender's timer calls with a UI (timers never fire headless)
         check(time.monotonic() < deadline, f"timed out waiting for {what}")
         time.sleep(0.02)
 
