@@ -69,7 +69,14 @@ def scene_outputs(args):
     require_blender()
     from backend.blender.scene import SceneOutputs
 
-    return SceneOutputs(blend=args.blend, formats=formats, preview=args.preview,
+    blend = args.blend
+    if isinstance(blend, str):   # --blend OUT.blend: one audio file's scene, saved where the user says
+        if len(args.audio) != 1:
+            raise ThunderError(f"--blend {blend} names one .blend, but {len(args.audio)} audio files were given; "
+                               "use --blend alone to save each as <audio stem>.blend in --out")
+        if not blend.endswith(".blend"):
+            raise ThunderError(f"--blend {blend}: a Blender file's name ends in .blend")
+    return SceneOutputs(blend=blend, formats=formats, preview=args.preview,
                         resolution=preview_resolution(args.preview_resolution))
 
 
@@ -245,8 +252,9 @@ def add_model_arguments(parser) -> None:
 
 def add_scene_arguments(parser) -> None:
     """--blend, --fbx, --abc, --usd, --preview and --preview-resolution (generate)."""
-    parser.add_argument("--blend", action="store_true",
-                        help="also save <audio stem>.blend: the rigged head with every take and the sound strip")
+    parser.add_argument("--blend", nargs="?", const=True, default=False, metavar="OUT.blend",
+                        help="also save the rigged head with every take and the sound strip as OUT.blend (one "
+                             "audio file), or as <audio stem>.blend in --out")
     parser.add_argument("--fbx", action="store_true", help="also export every take as FBX")
     parser.add_argument("--abc", action="store_true", help="also export every take as Alembic")
     parser.add_argument("--usd", action="store_true", help="also export every take as USD")

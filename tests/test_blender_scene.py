@@ -234,6 +234,23 @@ def test_generate_refuses_to_overwrite_scene_files_before_any_work(tmp_path):
     assert (out / "speech.preview.mp4").read_bytes() == b"mine"
 
 
+def test_blend_takes_a_path_for_one_audio_file(tmp_path):
+    """`--blend OUT.blend` as in the issue: the scene goes where the user says; with several audio files a single
+    path is refused before any work, and so is a name that is not a .blend."""
+    audio = write_speech(tmp_path / "speech.wav", 1.0)
+    scene_file = tmp_path / "scenes" / "shot_010.blend"
+    result = thunder("generate", audio, "--out", tmp_path / "takes", "--threads", "1", "--quiet",
+                     "--blend", scene_file)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert scene_file.is_file() and not (tmp_path / "takes" / "speech.blend").exists()
+    assert str(scene_file) in result.stdout
+    both = thunder("generate", audio, audio, "--out", tmp_path / "two", "--quiet", "--blend", tmp_path / "x.blend")
+    assert both.returncode == 2 and "names one .blend, but 2 audio files" in both.stderr
+    wrong = thunder("generate", audio, "--out", tmp_path / "three", "--quiet", "--blend", tmp_path / "x.fbx")
+    assert wrong.returncode == 2 and "ends in .blend" in wrong.stderr
+    assert not (tmp_path / "two").exists() and not (tmp_path / "three").exists()
+
+
 NO_BPY = r"""
 import sys
 sys.modules["bpy"] = None       # `import bpy` now raises ImportError, as where Blender is not installed

@@ -425,19 +425,24 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
 class SceneOutputs:
     """Which files the command makes from an audio file's takes."""
 
-    blend: bool = False
+    blend: bool | str = False     # True: <stem>.blend in the output folder; a path: that file
     formats: tuple = ()
     preview: bool = False
     resolution: int = DEFAULT_RESOLUTION
 
     def __bool__(self) -> bool:
-        return self.blend or bool(self.formats) or self.preview
+        return bool(self.blend or self.formats or self.preview)
+
+
+def blend_path(out, stem: str, outputs: SceneOutputs) -> Path:
+    """Where the .blend goes: the path --blend named, else <stem>.blend in the output folder."""
+    return Path(outputs.blend) if isinstance(outputs.blend, str) else Path(out) / f"{stem}.blend"
 
 
 def scene_output_paths(out, stem: str, n_takes: int, outputs: SceneOutputs) -> list[Path]:
     """The files write_take_scene makes for audio `stem` with `n_takes` takes, in the order it makes them."""
     out = Path(out)
-    paths = [out / f"{stem}.blend"] if outputs.blend else []
+    paths = [blend_path(out, stem, outputs)] if outputs.blend else []
     if outputs.formats:
         from thunder_blender.export import planned_paths
 
@@ -472,7 +477,7 @@ def write_take_scene(head, audio_path, take_paths: Sequence, fps: float, out, ou
     written = []
     if outputs.blend:
         t = time.monotonic()
-        written.append(scene.save_blend(Path(out) / f"{stem}.blend"))
+        written.append(scene.save_blend(blend_path(out, stem, outputs)))
         report(written[-1], time.monotonic() - t)
     for fmt in outputs.formats:
         t = time.monotonic()
