@@ -267,6 +267,8 @@ def end_to_end(work_dir, args):
     check(thunder_head.takes[0].action.name == kept_action and thunder_head.takes[0].seed == 5, "the kept take changed")
     check(thunder_head.takes[1].seed not in (5, 6), f"resample reused seed {thunder_head.takes[1].seed}")
     check_take_keys(head, thunder_head.takes[1], 16.0)
+    take_actions = [a.name for a in bpy.data.actions if a.get("thunder_take")]
+    check(len(take_actions) == 2, f"the replaced take's action was not removed: {take_actions}")
 
     # Export the active take to all three formats and read FBX and Alembic back.
     thunder.api.activate_take(head, 0)

@@ -146,12 +146,11 @@ def delete(head, index: int) -> None:
     """Remove take `index` and its action; the previous take (or the head's original animation) plays."""
     thunder = head.thunder
     action = thunder.takes[index].action
-    playing = compat.assigned_action(shape_key_datablock(head)) == action
+    if action is not None and compat.assigned_action(shape_key_datablock(head)) == action:
+        compat.assign(shape_key_datablock(head), None, None)
+        compat.assign(head, None, None)
     thunder.takes.remove(index)
-    if action is not None and action.users <= (2 if playing else 1):   # its fake user (and this head)
-        if playing:
-            compat.assign(shape_key_datablock(head), None, None)
-            compat.assign(head, None, None)
+    if action is not None and action.users <= 1:   # only its fake user: nothing else plays it
         bpy.data.actions.remove(action)
     if thunder.takes:
         activate(head, min(index, len(thunder.takes) - 1))
