@@ -107,6 +107,16 @@ def test_tiny_no_m2s_run_loss_drops(tiny_corpus, tiny_m2s, tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
+def test_acceleration_term_is_logged_and_weighted_into_the_loss(tiny_corpus, tiny_m2s, tmp_path):
+    cfg = tiny_config("no-m2s", tiny_corpus, tmp_path / "acc", tiny_m2s, steps=4, eval_every=4, log_every=1,
+                      acceleration_weight=2.5)
+    log = json.loads((train(cfg, progress=False) / "log.json").read_text())
+    for r in log:
+        assert math.isfinite(r["acceleration"]) and r["acceleration"] > 0
+        total = r["x0"] + cfg.velocity_weight * r["velocity"] + 2.5 * r["acceleration"]
+        assert abs(r["loss"] - total) < 1e-4 * max(1.0, total), r
+
+
 def test_thunder_f_run_saves_a_model_that_loads_and_samples(thunder_f, tiny_corpus, head):
     for name in ("config.json", "model.safetensors", "log.json"):
         assert (thunder_f / name).is_file(), name

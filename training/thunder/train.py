@@ -6,6 +6,7 @@ Read it top to bottom: config, data, model, loss, loop, checkpoint.
 
 Loss (per item, averaged over the batch):
     x0 MSE + velocity_weight * velocity MSE                        (normalized motion)
+  + acceleration_weight * second-difference MSE                   (off by default)
   + w_m2s * [unit CE + mel L1]  for items with t < m2s_max_t * T   (analysis by audio synthesis)
 The M2S term: the predicted clean motion goes through the head to mouth vertices (only those are computed),
 through M2S (frozen by default) to speech-unit logits and log-mel, which are compared with the input audio's
@@ -62,6 +63,7 @@ class ThunderTrainConfig:
     m2s_trainable: bool = False
     m2s_mel_weight: float = 1.0
     velocity_weight: float = 1.0
+    acceleration_weight: float = 0.0   # second differences: a one-frame spike costs 3x what it does in velocity
     # Optimisation.
     steps: int = 3000
     batch_size: int = 16
@@ -138,6 +140,12 @@ class ThunderLoss(nn.Module):
         velocity_loss = velocity / moving.sum(1).clamp_min(1)
         loss = x0_loss + cfg.velocity_weight * velocity_loss
         parts = {"x0": x0_loss.mean(), "velocity": velocity_loss.mean()}
+        if cfg.acceleration_weight > 0:
+            bending = moving[:, 1:] * moving[:, :-1]
+            acceleration = ((x0_hat.diff(n=2, dim=1) - x0.diff(n=2, dim=1)).square().mean(-1) * bending).sum(1)
+            acceleration_loss = acceleration / bending.sum(1).clamp_min(1)
+            loss = loss + cfg.acceleration_weight * acceleration_loss
+            parts["acceleration"] = acceleration_loss.mean()
         # 3. Analysis by audio synthesis: motion -> mouth vertices -> M2S -> units and mel vs. the audio's.
         if self.m2s is not None and cfg.w_m2s > 0:
             chosen = (t < cfg.m2s_max_t * cfg.diffusion_steps).nonzero()[:, 0]
@@ -273,7 +281,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
         bar.close()
     if rank == 0 and log:
         (out / "log.json").write_text(json.dumps(log, indent=1))
-        keys = tuple(k for k in ("x0", "velocity", "m2s_unit_ce", "m2s_mel_l1") if k in log[-1])
+        keys = tuple(k for k in ("x0", "velocity", "acceleration", "m2s_unit_ce", "m2s_mel_l1") if k in log[-1])
         plot_training_log(log, out / "training_curves.png", f"THUNDER (w_m2s={cfg.w_m2s}) on {cfg.corpus}", keys)
     return out
 
