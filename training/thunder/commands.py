@@ -21,7 +21,8 @@ def cmd_train(args) -> int:
 
     overrides = {"corpus": args.corpus, "out": args.out, "head": args.head, "seed": args.seed}
     for name in ("steps", "w_m2s", "m2s_max_t", "init", "encoder_init", "max_clips", "batch_size", "threads",
-                 "lr", "warmup", "cache", "velocity_weight", "acceleration_weight"):
+                 "lr", "warmup", "cache", "velocity_weight", "acceleration_weight",
+                 "acceleration_max_t"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -92,6 +93,8 @@ def register_train(subcommands) -> None:
     p.add_argument("--velocity-weight", type=float, help="weight of the frame-to-frame velocity loss (default 1)")
     p.add_argument("--acceleration-weight", type=float,
                    help="weight of the second-difference loss, against single-frame spikes (default 0)")
+    p.add_argument("--acceleration-max-t", type=float,
+                   help="apply the second-difference loss below this fraction of the timesteps (default 1)")
     p.add_argument("--init", help="start from this THUNDER checkpoint's weights")
     p.add_argument("--encoder-init", help="the pretrained offline audio encoder (thunder encoder train)")
     p.add_argument("--batch-size", type=int)

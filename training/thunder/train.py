@@ -64,6 +64,7 @@ class ThunderTrainConfig:
     m2s_mel_weight: float = 1.0
     velocity_weight: float = 1.0
     acceleration_weight: float = 0.0   # second differences: a one-frame spike costs 3x what it does in velocity
+    acceleration_max_t: float = 1.0    # apply it to timesteps t < acceleration_max_t * diffusion_steps
     # Optimisation.
     steps: int = 3000
     batch_size: int = 16
@@ -143,7 +144,8 @@ class ThunderLoss(nn.Module):
         if cfg.acceleration_weight > 0:
             bending = moving[:, 1:] * moving[:, :-1]
             acceleration = ((x0_hat.diff(n=2, dim=1) - x0.diff(n=2, dim=1)).square().mean(-1) * bending).sum(1)
-            acceleration_loss = acceleration / bending.sum(1).clamp_min(1)
+            low_noise = (t < cfg.acceleration_max_t * cfg.diffusion_steps).to(acceleration.dtype)
+            acceleration_loss = acceleration / bending.sum(1).clamp_min(1) * low_noise
             loss = loss + cfg.acceleration_weight * acceleration_loss
             parts["acceleration"] = acceleration_loss.mean()
         # 3. Analysis by audio synthesis: motion -> mouth vertices -> M2S -> units and mel vs. the audio's.
