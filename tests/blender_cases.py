@@ -315,15 +315,6 @@ def _wait_for(thunder, condition, what, timeout=120.0):
         time.sleep(0.02)
 
 
-def _process_gone(pid):
-    """True once the process is gone or a zombie (orphans are not reaped on every machine)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @case
 def bad_inputs(work_dir, args):
     """Each bad input gives a sentence in the panel (api.notice, which the panel draws, or the backend status)
@@ -437,14 +428,12 @@ def bad_inputs(work_dir, args):
     check(key.animation_data.action == mine, "deleting the takes did not bring the animator's action back")
 
     # Disabling the add-on stops the backend, process group and all.
+    from processes import process_ended, wait_for_end
+
     pid = thunder.session.manager().process.pid
-    check(not _process_gone(pid), "the backend is not running")
+    check(not process_ended(pid), "the backend is not running")
     bpy.ops.preferences.addon_disable(module=MODULE)
-    import time
-    deadline = time.monotonic() + 15
-    while not _process_gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    check(_process_gone(pid), f"the backend (pid {pid}) outlived the add-on")
+    check(wait_for_end(pid, 15), f"the backend (pid {pid}) outlived the add-on")
     return {"said": said}
 
 

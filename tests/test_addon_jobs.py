@@ -11,7 +11,6 @@ bpy) does not run: they must work without bpy.
 import importlib.util
 import json
 import math
-import os
 import stat
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from processes import process_ended
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_BACKEND = Path(__file__).with_name("fake_backend.py")
@@ -58,20 +59,6 @@ def make_executable(path: Path, text: str) -> Path:
     path.write_text(text)
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
-
-
-def gone(pid: int) -> bool:
-    """True when the process no longer runs. A zombie counts as gone: it has ended and only waits for its
-    parent (here, an orphan's adopter that may never reap it) to collect its status."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def wait_until(condition, timeout: float = 10.0) -> bool:
@@ -274,7 +261,7 @@ def test_stop_kills_a_backend_that_ignores_shutdown_and_sigterm():
     assert process.wait_event(lambda e: e["event"] == "ready", 20)
     started = time.monotonic()
     process.stop(timeout=0.5)
-    assert process.returncode == -9 and gone(process.pid)
+    assert process.returncode == -9 and process_ended(process.pid)
     assert time.monotonic() - started < 5
     process.stop()
 
@@ -394,7 +381,7 @@ def test_a_crash_mid_job_is_an_error_sentence_and_the_next_start_restarts(manage
     assert [c[:2] for c in record.finals()] == [("error", sentence)]
     assert job.final["code"] == "stopped" and "crashed (on purpose)" in job.traceback
     assert [c[1]["step"] for c in record.calls if c[0] == "progress"] == [0, 1, 2]
-    assert manager.poll() is False and gone(spy[0].pid)
+    assert manager.poll() is False and process_ended(spy[0].pid)
     # The next start() starts a new backend, and it works.
     result = manager.run_sync({"type": "generate", "audio": str(speech), "settings": {"steps": 2},
                                "out": str(tmp_path)}, timeout=30)
@@ -453,10 +440,10 @@ def test_stop_kills_the_backends_process_group(managers):
     managers.append(manager)
     hello = manager.request_sync("hello", timeout=20)
     child, backend = hello["child_pid"], manager.process.pid
-    assert child and not gone(child) and not gone(backend)
+    assert child and not process_ended(child) and not process_ended(backend)
     manager.stop_backend()
     assert manager.status == "stopped"
-    assert gone(backend) and wait_until(lambda: gone(child), 5), "the backend's child outlived it"
+    assert process_ended(backend) and wait_until(lambda: process_ended(child), 5), "the backend's child outlived it"
     manager.stop_backend()  # again: nothing to do, no error
 
 
@@ -497,7 +484,7 @@ def test_a_backend_of_another_protocol_is_refused(managers, tmp_path):
         manager.request_sync("hello", timeout=20)
     assert str(error.value) == manager.message and manager.status == "error"
     assert manager.message.startswith("the backend speaks protocol 2 but this add-on speaks 1")
-    assert not spy[0].alive and gone(spy[0].pid)
+    assert not spy[0].alive and process_ended(spy[0].pid)
 
 
 # ------------------------------------------------------------------------------------------ the real backend
@@ -523,4 +510,4 @@ def test_the_real_backend_generates_a_take(managers, tmp_path):
     assert manager.backend_info["model"]["name"] == "thunder" and manager.backend_info["torch"]
     pid = manager.process.pid
     manager.stop_backend()
-    assert gone(pid)
+    assert process_ended(pid)

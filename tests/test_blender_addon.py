@@ -58,22 +58,12 @@ def test_the_backend_does_not_outlive_blender(extension_zip, tmp_path):
     """Blender quits with the backend running (the case ends its process as Blender does at exit): the backend
     and its process group are gone within seconds, with no orphan left."""
     import sys
-    import time
+
+    from processes import wait_for_end
 
     result = run_in_blender("backend_running", sys.executable, tmp_path, {"zip": str(extension_zip)}, timeout=300)
     pid = result["pid"]
-
-    def gone():
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0] == "Z"   # a zombie nobody reaps is gone too
-        except FileNotFoundError:
-            return True
-
-    deadline = time.monotonic() + 10
-    while not gone() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert gone(), f"the backend (pid {pid}) is still running after Blender quit"
+    assert wait_for_end(pid, 10), f"the backend (pid {pid}) is still running after Blender quit"
 
 
 def test_add_flame_head_from_the_users_file(extension_zip, tmp_path):

@@ -24,6 +24,7 @@ import backend.generate
 from backend.service import Service
 from backend.takes import load_take
 from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
+from processes import wait_for_end
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -340,19 +341,7 @@ def test_the_service_exits_when_its_parent_dies(tmp_path):
                             text=True, env=SERVICE_ENV, timeout=TIMEOUT)
     os.close(stdin_read)
     pid = int(result.stdout.split()[0])
-    deadline = time.monotonic() + 10
     try:
-        while time.monotonic() < deadline and _running(pid):
-            time.sleep(0.1)
-        assert not _running(pid), "the service outlived its parent"
+        assert wait_for_end(pid, 10), "the service outlived its parent"
     finally:
         os.close(stdin_write)
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie waiting to be reaped."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
