@@ -227,6 +227,7 @@ def end_to_end(work_dir, args):
     thunder_head = head.thunder
     check(names == ["Take 1", "Take 2"] and len(thunder_head.takes) == 2, f"generate made {names}")
     check([t.seed for t in thunder_head.takes] == [5, 6], "the takes' seeds are not 5 and 6")
+    check(all(Path(t.audio) == Path(args["wav"]) for t in thunder_head.takes), "the takes do not record their audio")
     frames = [check_take_keys(head, item, 16.0) for item in thunder_head.takes]
     check(all(item.action.use_fake_user for item in thunder_head.takes), "take actions have no fake user")
     check(scene.frame_end >= 16 + frames[0] - 1, "the scene's range does not reach the end of the take")

@@ -91,8 +91,8 @@ def main(work: Path) -> None:
     mesh_object = head.thunder.mesh
     take_a = take_file.read_take(work / "take_a.npz")
     take_b = take_file.read_take(work / "take_b.npz")
-    takes.add_take(head, take_a, float(args["frame_start_a"]), 1, label="Take 1")
-    takes.add_take(head, take_b, float(args["frame_start_b"]), 2, label="Take 2: loud/soft?")   # plays
+    takes.add_take(head, take_a, float(args["frame_start_a"]), 1, "", label="Take 1")
+    takes.add_take(head, take_b, float(args["frame_start_b"]), 2, "", label="Take 2: loud/soft?")   # plays
     # A modifier the user added (no visible effect): FBX's use_mesh_modifiers=True would drop every shape key.
     mesh_object.modifiers.new("User displace", "DISPLACE").strength = 0.0
     bystander = bpy.data.objects.new("Bystander", bpy.data.meshes.new("Bystander"))

@@ -56,7 +56,7 @@ for take in head.thunder.takes:
     slots = {slot.target_id_type: len(compat.slot_fcurves(action, slot)) for slot in action.slots}
     takes.append({"name": take.name, "seed": take.seed, "frames": take.frames, "frame_start": take.frame_start,
                   "action": action.name, "fake_user": action.use_fake_user, "slots": slots,
-                  "key_range": list(action.frame_range)})
+                  "key_range": list(action.frame_range), "audio": take.audio})
 print("RESULT " + json.dumps({
     "heads": len(heads), "head": head.name, "identity": head.thunder.identity, "mesh": mesh.name,
     "shape_keys": len(keys.key_blocks), "playing": compat.assigned_action(keys).name,
@@ -148,6 +148,7 @@ def test_blend_holds_the_head_takes_and_sound(generated):
     assert [t["seed"] for t in info["takes"]] == [5, 6]
     for take in info["takes"]:
         assert take["frames"] == frames and take["frame_start"] == 1.0 and take["fake_user"]
+        assert Path(take["audio"]) == audio.resolve()   # what Resample samples again
         assert take["key_range"] == [1.0, float(frames)]
         # A curve per shape key (the Basis aside) and a quaternion and location per bone (the root aside).
         assert take["slots"] == {"KEY": head.n_expression + pose_correctives,

@@ -257,12 +257,12 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
         replaced = {name: next((item for item in thunder.takes if item.name == name), None) for name in replacing}
         for entry in event["takes"]:
             take = read_take(entry["path"])
-            take.meta["audio"]["path"] = audio_path
             old = replaced.pop(next(iter(replaced)), None) if replaced else None
             label = old.name if old is not None else None
             if old is not None:
                 takes.delete(target, list(thunder.takes).index(old))
-            item = takes.add_take(target, take, frame_start, thunder.batches, label=_unique_label(thunder, label))
+            item = takes.add_take(target, take, frame_start, thunder.batches, audio_path,
+                                  label=_unique_label(thunder, label))
             added.append(item.name)
         scene = bpy.data.scenes.get(scene_name)
         if scene is not None:

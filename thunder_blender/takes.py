@@ -1,7 +1,7 @@
 """Takes on a head: one action per take, with a slot for the head's shape keys and one for its armature.
 
     action = key_take(head, take, frame_start)    # the take's keyframes, written with foreach_set
-    add_take(head, take, frame_start, batch)      # keyed, listed on the head, and played
+    add_take(head, take, frame_start, batch, audio_path)   # keyed, listed on the head, and played
     activate(head, index)                         # switch takes: assign another action (instant)
     delete(head, index)
 
@@ -102,8 +102,9 @@ def keep_original_animation(head) -> None:
             setattr(thunder, attribute, action)
 
 
-def add_take(head, take, frame_start: float, batch: int, label: str | None = None):
-    """Key `take` on `head`, list it, and play it. Returns the list entry."""
+def add_take(head, take, frame_start: float, batch: int, audio_path: str, label: str | None = None):
+    """Key `take` on `head`, list it, and play it. Returns the list entry. audio_path: the audio file the take
+    was made from (the take itself records only its name), which Resample samples again."""
     thunder = head.thunder
     number = len(thunder.takes) + 1
     settings = take.meta.get("settings", {})
@@ -120,7 +121,7 @@ def add_take(head, take, frame_start: float, batch: int, label: str | None = Non
     item.settings = json.dumps(settings)
     item.file = str(take.path)
     audio = take.meta.get("audio", {})
-    item.audio = str(audio.get("path") or audio.get("file") or "")
+    item.audio = str(audio_path)
     item.audio_start = float(audio.get("start", 0.0))
     item.audio_end = float(audio.get("end", 0.0))
     item.frame_start = frame_start

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
                                  head={"name": head.name, "identity": head.identity}, audio={}))
             take = take_file.read_take(path)
             started = time.perf_counter()
-            takes.add_take(head_object, take, 1.0, 1)
+            takes.add_take(head_object, take, 1.0, 1, audio_path="")   # synthetic takes: no audio
             keying.append(time.perf_counter() - started)
 
         switching = []

@@ -403,7 +403,7 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     labels = take_labels(len(take_data))
     with add_on_errors():
         for take, label in zip(take_data, labels):
-            takes.add_take(head_object, take, float(FRAME_START), batch=1, label=label)
+            takes.add_take(head_object, take, float(FRAME_START), batch=1, audio_path=str(audio_path), label=label)
         takes.activate(head_object, 0)
     settings = scene.thunder
     settings.audio_source = "STRIP"
