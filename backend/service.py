@@ -304,12 +304,10 @@ class Service:
                    "arrays": {name: list(value.shape) for name, value in arrays.items()}})
 
     def _head(self, source: str):
-        """A head by its source, without a model: building a head in Blender needs no model trained for it.
-        The loaded model's own head when it is that one; other heads are kept once loaded."""
+        """A head by its source ('builtin' or a FLAME file), without a model: building a head in Blender needs
+        no model trained for it. Each source is loaded once."""
         from backend.head import load_head
 
-        if self.generator is not None and str(self.generator.head.source) == source:
-            return self.generator.head
         if source not in self.heads:
             self.heads[source] = load_head(source)
         return self.heads[source]

@@ -48,19 +48,14 @@ class SceneError(ThunderError):
     """The take scene cannot be built, saved, exported or rendered as asked; one sentence."""
 
 
-def _blender_error_types():
-    from thunder_blender import export, head_build, sound, take_file, takes
-
-    return (export.ExportError, head_build.HeadBuildError, sound.AudioSourceError, take_file.TakeReadError,
-            takes.TakeError)
-
-
 @contextlib.contextmanager
 def add_on_errors():
     """The add-on's one-sentence errors (export, head, take, audio) as SceneError, so callers see ThunderError."""
+    from thunder_blender.api import USER_ERRORS
+
     try:
         yield
-    except _blender_error_types() as exc:
+    except USER_ERRORS as exc:
         raise SceneError(str(exc)) from None
 
 
