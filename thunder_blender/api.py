@@ -61,12 +61,12 @@ def _say(level: str, text: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- the backend
 def backend_start() -> None:
-    session.manager().start_backend()
-    session.start_polling()
-    if not session.interactive():
-        _wait_until(lambda m: m.status in ("ready", "error"), timeout=120)
-        if session.manager().status == "error":
-            raise BackendError(session.manager().message)
+    """Start the backend: in the background with a UI (the panel shows it starting), else until it answers."""
+    if session.interactive():
+        session.manager().start_backend()
+        session.start_polling()
+    else:
+        session.manager().request_sync("hello", timeout=120)   # BackendError with the sentence if it cannot
 
 
 def backend_stop() -> None:
@@ -88,16 +88,6 @@ def poll() -> bool:
     """Deliver what the backend said (keyframes are written here); True while a job is going on. The UI's
     timer calls this; a script that started a job with wait=False calls it until it returns False."""
     return session.manager().poll()
-
-
-def _wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    manager = session.manager()
-    while not condition(manager):
-        manager.poll()
-        if time.monotonic() > deadline:
-            raise BackendError(f"the backend did not answer within {timeout:g} s")
-        time.sleep(0.02)
 
 
 def _load_wish(head_source: str) -> dict:
