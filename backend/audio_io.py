@@ -29,6 +29,12 @@ from backend.errors import ThunderError
 
 SUPPORTED_FORMATS = "WAV, FLAC, OGG Vorbis and MP3"
 DEFAULT_BLOCK_SECONDS = 20.0
+# The sample rates Thunder reads: telephone speech (8 kHz) and below down to 4 kHz, studio audio up to
+# 384 kHz. The bound matters: resampling to 16 kHz builds a low-pass filter of 20 x max(up, down) taps, and a
+# header claiming 2,147,483,647 Hz asked for 320 GiB of them.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000
+# Formats whose header gives the exact number of samples, so fewer decoded means a truncated file.
+EXACT_LENGTH_FORMATS = ("WAV", "WAVEX", "FLAC", "AIFF")
 
 
 class AudioFileError(ThunderError, ValueError):
@@ -51,6 +57,38 @@ class AudioInfo:
     frames: int    # samples per channel
 
 
+def check_sample_rate(rate, what: str) -> int:
+    """`rate` as an int, or AudioFileError unless it is a whole number of Hz from MIN_SAMPLE_RATE to
+    MAX_SAMPLE_RATE. `what` names the audio in the sentence ("the audio file x.wav", "the samples")."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) \
+            or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioFileError(f"{what} has the sample rate {rate!r}; Thunder reads whole numbers of Hz from "
+                             f"{MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,}")
+    return int(rate)
+
+
+def _wav_data_shortfall(path: Path) -> tuple[int, int] | None:
+    """(bytes the WAV header's data chunk declares, bytes the file holds after it) when it declares more than
+    the file holds, else None. libsndfile quietly plays what is there, so a truncated WAV (or one whose size
+    fields were never filled in) would become a take of a fraction of a second without a word."""
+    size = path.stat().st_size
+    with open(path, "rb") as file:
+        if file.read(12)[:4] != b"RIFF":
+            return None  # RF64, W64...: other headers, other rules
+        offset = 12
+        for _ in range(1000):  # a real WAV has a handful of chunks before its samples
+            if offset + 8 > size:
+                break
+            file.seek(offset)
+            header = file.read(8)
+            chunk, length = header[:4], int.from_bytes(header[4:8], "little")
+            if chunk == b"data":
+                available = size - offset - 8
+                return (length, available) if length > available else None
+            offset += 8 + length + (length & 1)
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- opening
 def _open(path: Path) -> soundfile.SoundFile:
     """Open `path` for reading (the header only), or raise AudioFileError saying what is wrong with it."""
@@ -67,9 +105,20 @@ def _open(path: Path) -> soundfile.SoundFile:
     if size == 0:
         raise AudioFileError(f"the audio file {path} is empty (0 bytes)")
     try:
-        return soundfile.SoundFile(str(path))
+        sound = soundfile.SoundFile(str(path))
     except (soundfile.LibsndfileError, RuntimeError):
         raise AudioFileError(f"{path} is not a readable audio file (Thunder reads {SUPPORTED_FORMATS})") from None
+    try:
+        check_sample_rate(sound.samplerate, f"the audio file {path}")
+        shortfall = _wav_data_shortfall(path) if sound.format in ("WAV", "WAVEX") else None
+        if shortfall:
+            declared, available = shortfall
+            raise AudioFileError(f"the audio file {path} is truncated or damaged: its header promises {declared:,} "
+                                 f"bytes of samples and the file holds {available:,}")
+    except BaseException:
+        sound.close()
+        raise
+    return sound
 
 
 def _info(path: Path, sound: soundfile.SoundFile) -> AudioInfo:
@@ -109,6 +158,9 @@ def _native_blocks(path: Path, block_seconds: float, max_seconds: float | None
                 raise AudioFileError(f"the audio file {path} cannot be decoded after "
                                      f"{frames_read / info.sample_rate:.2f} s ({exc})") from None
             if block.shape[0] == 0:
+                if info.format in EXACT_LENGTH_FORMATS and frames_read < info.frames:
+                    raise AudioFileError(f"the audio file {path} is truncated or damaged: its header promises "
+                                         f"{info.seconds:.2f} s, and it ends after {frames_read / info.sample_rate:.2f} s")
                 return
             finite = np.isfinite(block).all(axis=1)
             if not finite.all():

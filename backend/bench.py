@@ -21,7 +21,7 @@ Figures (each the median of --repeats runs, the runs themselves in the JSON):
 
 The speech is made offline: espeak-ng reads a text (about 10 s), tiled to 60 s and 10 minutes and written as
 16 kHz WAV files in a temp folder; without espeak-ng a synthetic vowel-like signal stands in (and the output
-says so). The model is --checkpoint, or the shipped models/thunder; while that is not there yet,
+says so). The model is --checkpoint, or the shipped backend/models/thunder; while that is not there yet,
 runs/thunder/base (the same architecture) stands in, for development only, and the output says so.
 """
 
@@ -45,8 +45,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.models import SHIPPED_THUNDER as SHIPPED_CHECKPOINT
+
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED_CHECKPOINT = REPO / "models" / "thunder"
 DEVELOPMENT_CHECKPOINT = REPO / "runs" / "thunder" / "base"
 
 SHORT_SECONDS = 10.0

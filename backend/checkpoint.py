@@ -41,8 +41,10 @@ def read_checkpoint(folder: str | Path, kind: str) -> tuple[dict, dict[str, torc
         raise CheckpointError(f"{folder}: not a checkpoint (it needs {CONFIG} and {WEIGHTS})")
     try:
         config = json.loads((folder / CONFIG).read_text())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise CheckpointError(f"{folder / CONFIG}: damaged ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{folder / CONFIG}: damaged (it holds a JSON {type(config).__name__}, not an object)")
     if config.get("kind") != kind:
         raise CheckpointError(f"{folder}: a {config.get('kind', 'unknown')} checkpoint, not a {kind} one")
     try:
@@ -50,6 +52,26 @@ def read_checkpoint(folder: str | Path, kind: str) -> tuple[dict, dict[str, torc
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise CheckpointError(f"{folder / WEIGHTS}: damaged ({exc})") from None
     return config, weights
+
+
+def check_config_keys(config: dict, required: dict, file: str | Path, where: str = "") -> None:
+    """Refuse, in one sentence naming `file` and the key, a config that lacks a key of `required` or holds it
+    with the wrong kind. `required` maps each key to a type (or a tuple of types), or to a dict of the keys
+    required inside it."""
+    for key, kind in required.items():
+        name = f"{where}{key}"
+        if key not in config:
+            raise CheckpointError(f"{file}: the checkpoint's config lacks '{name}'")
+        value = config[key]
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                raise CheckpointError(f"{file}: the checkpoint's config has '{name}' as "
+                                      f"{json.dumps(value)[:40]}, not an object")
+            check_config_keys(value, kind, file, f"{name}.")
+        elif isinstance(value, bool) or not isinstance(value, kind):
+            want = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+            raise CheckpointError(f"{file}: the checkpoint's config has '{name}' as {json.dumps(value)[:40]}, "
+                                  f"not a {want}")
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], folder: str | Path) -> None:

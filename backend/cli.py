@@ -9,7 +9,9 @@ is printed as one sentence with exit status 2; anything else is a bug and keeps 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import math
 import sys
 from importlib.metadata import entry_points
 
@@ -81,10 +83,9 @@ def scene_outputs(args):
 
 
 def require_blender() -> None:
-    try:
-        import bpy  # noqa: F401
-    except ImportError:
-        raise ThunderError(BLENDER_NEEDED) from None
+    # find_spec looks for bpy without importing it (an import takes seconds and starts Blender's machinery).
+    if importlib.util.find_spec("bpy") is None:
+        raise ThunderError(BLENDER_NEEDED)
 
 
 def preview_resolution(pixels: int) -> int:
@@ -92,6 +93,21 @@ def preview_resolution(pixels: int) -> int:
     if pixels < 16 or pixels % 2:
         raise ThunderError(f"--preview-resolution must be an even number of pixels from 16, not {pixels}")
     return pixels
+
+
+MAX_THREADS = 1024
+
+
+def check_model_arguments(args) -> None:
+    """--threads and --max-seconds (generate, demo, serve): refused in one sentence; a good --threads is set."""
+    if args.threads is not None:
+        if not 1 <= args.threads <= MAX_THREADS:
+            raise ThunderError(f"--threads must be a whole number from 1 to {MAX_THREADS}, not {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not math.isfinite(args.max_seconds) or args.max_seconds < 0:
+        raise ThunderError(f"--max-seconds must be 0 (no limit) or a number of seconds, not {args.max_seconds:g}")
 
 
 def cmd_generate(args) -> int:
@@ -102,27 +118,23 @@ def cmd_generate(args) -> int:
     scene (backend/blender/scene.py) that is saved, exported or rendered into the same folder."""
     from pathlib import Path
 
+    from backend.files import prepare_output_folder
     from backend.frame_rate import check_fps
     from backend.generate import Generator, take_seeds
     from backend.progress import ProgressBar
     from backend.takes import save_take, take_file_name
 
-    # 1. The arguments, then the model (its emotions decide which settings are valid), then the settings.
+    # 1. The arguments (the output folder too), then the model (its emotions decide which settings are
+    # valid), then the settings.
     fps = check_fps(args.fps)
     seeds = take_seeds(args.takes, args.seed)
     outputs = scene_outputs(args)
-    if args.max_seconds < 0:
-        raise ThunderError(f"--max-seconds must be 0 (no limit) or more, not {args.max_seconds:g}")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    check_model_arguments(args)
+    out = prepare_output_folder(args.out, "--out")
     generator = Generator(args.checkpoint, args.head, args.device, args.max_seconds or None)
     changes = {name: getattr(args, name) for name in ("steps", "guidance", "emotion", "intensity")
                if getattr(args, name) is not None}
     settings = generator.settings(changes)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
     # 2. Each file on its own: its failure is its own.
     failed = 0
@@ -182,6 +194,7 @@ def cmd_demo(args) -> int:
     import time
     from pathlib import Path
 
+    from backend.files import prepare_output_folder
     from backend.generate import Generator, take_seeds
     from backend.takes import save_take, take_file_name
 
@@ -193,7 +206,8 @@ def cmd_demo(args) -> int:
     if not audio.is_file():
         raise ThunderError(f"the example clip is missing from this installation ({audio})")
     seeds = take_seeds(args.takes, args.seed)
-    out = Path(args.out)
+    check_model_arguments(args)
+    out = prepare_output_folder(args.out, "--out")
     outputs = SceneOutputs(blend=True, formats=FORMATS, preview=True,
                            resolution=preview_resolution(args.preview_resolution))
     take_paths = [out / take_file_name(audio.stem, k + 1, seed) for k, seed in enumerate(seeds)]
@@ -201,10 +215,6 @@ def cmd_demo(args) -> int:
     existing = [p for p in planned if p.exists()]
     if existing:
         raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite files (choose another --out)")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
 
     def report(what, seconds):
         print(f"{str(what):<72} {seconds:6.1f} s", flush=True)
@@ -219,7 +229,6 @@ def cmd_demo(args) -> int:
     takes = generator.generate(audio, seeds=seeds, fps=fps)
     report(f"sampled {len(takes)} take(s) of {takes[0].jaw.shape[0]} frames at {fps:g} fps on "
            f"{generator.device}", time.monotonic() - t)
-    out.mkdir(parents=True, exist_ok=True)
     for path, take in zip(take_paths, takes):
         t = time.monotonic()
         save_take(path, take)
@@ -233,8 +242,9 @@ def cmd_demo(args) -> int:
 def cmd_serve(args) -> int:
     from backend.service import serve_stdio
 
+    check_model_arguments(args)
     return serve_stdio(checkpoint=args.checkpoint, head=args.head, device=args.device,
-                       max_seconds=args.max_seconds or None, threads=args.threads)
+                       max_seconds=args.max_seconds or None)
 
 
 def add_model_arguments(parser) -> None:
@@ -242,7 +252,7 @@ def add_model_arguments(parser) -> None:
     from backend.generate import DEFAULT_MAX_SECONDS
 
     parser.add_argument("--head", default="builtin", help="'builtin' (default) or a FLAME .pkl/.npz path")
-    parser.add_argument("--checkpoint", help="a THUNDER model folder (default: the shipped models/thunder)")
+    parser.add_argument("--checkpoint", help="a THUNDER model folder (default: the shipped backend/models/thunder)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="auto (default) uses a CUDA GPU when there is one")
     parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,

@@ -177,6 +177,10 @@ def _read_pickle(path: Path) -> dict:
 
 def _read_npz(path: Path) -> dict:
     try:
+        # np.load reads a file that is not a zip as a pickle, and calls that "object arrays" below.
+        if not zipfile.is_zipfile(path):
+            raise HeadFileError(f"{path} is not a .npz file (a .npz is a zip archive of arrays; this file is not "
+                                "a zip archive)")
         with np.load(path, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except ValueError as exc:  # object arrays need pickle, which we refuse

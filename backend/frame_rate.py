@@ -20,18 +20,29 @@ import numpy as np
 from backend.errors import ThunderError
 
 
+# The frame rates Thunder makes takes at. Blender scenes run from 1 fps (a slide show) to 240 (slow motion);
+# the bound keeps a take's arrays bounded (600 s x 240 fps x 64 takes is 2.4 GB), where --fps 1e9 asked for
+# 44.8 GiB.
+MIN_FPS, MAX_FPS = 1.0, 240.0
+
+
 class FrameRateError(ThunderError):
-    """A frame rate that is zero, negative or not a number."""
+    """A frame rate that is not a number from MIN_FPS to MAX_FPS."""
 
 
 def check_fps(fps) -> float:
-    """`fps` as a float, or FrameRateError when it is not a positive finite number."""
+    """`fps` as a float, or FrameRateError when it is not a number from MIN_FPS to MAX_FPS. The one check of
+    a frame rate: the edges (the CLI's arguments, the service's requests, Generator.generate) call it, and the
+    functions below take the float it returns without checking again."""
+    if isinstance(fps, bool):
+        raise FrameRateError(f"the frame rate {fps!r} is not a number")
     try:
         value = float(fps)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FrameRateError(f"the frame rate {fps!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise FrameRateError(f"the frame rate must be a positive number of frames per second, not {value:g}")
+    if not math.isfinite(value) or not MIN_FPS <= value <= MAX_FPS:
+        raise FrameRateError(f"the frame rate must be a number of frames per second from {MIN_FPS:g} to "
+                             f"{MAX_FPS:g}, not {value:g}")
     return value
 
 
@@ -40,13 +51,11 @@ def frames_for_seconds(seconds: float, fps: float) -> int:
 
     The product is rounded to 9 decimals first, so that 3.2 s at 25 fps is 80 frames and not 81 because
     3.2 * 25 comes out as 80.00000000000001 in binary floating point."""
-    fps = check_fps(fps)
     return max(0, math.ceil(round(float(seconds) * fps, 9)))
 
 
 def frame_positions(n_out: int, from_fps: float, to_fps: float) -> np.ndarray:
     """Where frame k at `to_fps` falls among frames at `from_fps`, in (fractional) frames: k * from / to."""
-    from_fps, to_fps = check_fps(from_fps), check_fps(to_fps)
     # k * from_fps is exact in float64 for any realistic k and an integer rate, so a frame time that
     # coincides with a source frame gives that frame's index exactly.
     return np.arange(n_out, dtype=np.float64) * from_fps / to_fps
@@ -55,8 +64,8 @@ def frame_positions(n_out: int, from_fps: float, to_fps: float) -> np.ndarray:
 def resample_motion(parts: dict[str, np.ndarray], from_fps: float, to_fps: float,
                     n_out: int) -> dict[str, np.ndarray]:
     """Per-frame parameters {name: (T, n)} at `from_fps` to `n_out` frames at `to_fps` (linear, see the module
-    docstring). Every part must have the same T >= 1; the dtypes are kept."""
-    from_fps, to_fps = check_fps(from_fps), check_fps(to_fps)
+    docstring). Every part must have the same T >= 1; the dtypes are kept. The rates are checked ones
+    (check_fps)."""
     lengths = {name: int(np.shape(value)[0]) for name, value in parts.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"the parts disagree on the number of frames: {lengths}")

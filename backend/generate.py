@@ -1,6 +1,6 @@
 """Generating takes: speech in, takes out, with the head and the model loaded once for any number of audios.
 
-    generator = Generator()                                  # models/thunder and the built-in head
+    generator = Generator()                                  # backend/models/thunder and the built-in head
     takes = generator.generate("speech.wav", takes=4, seed=7, fps=24)
     for take in takes:
         save_take(f"speech.seed{take.seed}.npz", take)
@@ -27,20 +27,20 @@ from typing import Mapping
 import numpy as np
 import torch
 
-import backend
 from backend.audio import MOTION_FPS, SAMPLE_RATE
-from backend.audio_io import AudioFileError, load_audio, to_mono_16k
+from backend.audio_io import AudioFileError, check_sample_rate, load_audio, to_mono_16k
 from backend.checkpoint import checkpoint_fingerprint
 from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
 from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
 from backend.head import load_head
+from backend.models import SHIPPED_THUNDER
 from backend.motion import unpack_motion
 from backend.sampling import SamplingSettings, sample_takes
 from backend.takes import Take
 from backend.thunder_model import load_model
 
-DEFAULT_CHECKPOINT = Path(backend.__file__).resolve().parent.parent / "models" / "thunder"
+DEFAULT_CHECKPOINT = SHIPPED_THUNDER
 DEFAULT_HEAD = "builtin"
 DEFAULT_MAX_SECONDS = 600.0   # ten minutes; longer audio is refused from its header, before decoding
 MAX_TAKES = 64
@@ -107,8 +107,7 @@ def speech_from_samples(samples, sample_rate: int = SAMPLE_RATE, name: str | Non
     if samples.ndim == 2 and samples.shape[1] > samples.shape[0]:
         raise AudioFileError(f"{what} have shape {samples.shape}: more channels than samples; give them as "
                              "(samples, channels)")
-    if not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise AudioFileError(f"{what} have the sample rate {sample_rate!r}, not a positive whole number")
+    check_sample_rate(sample_rate, what)
     seconds = samples.shape[0] / sample_rate
     if max_seconds is not None and seconds > max_seconds:
         raise AudioFileError(f"{what} last {seconds:.2f} s, longer than the limit of {max_seconds:g} s")
@@ -169,7 +168,7 @@ def _check_seed(value) -> None:
 class Generator:
     """The head and a THUNDER model, loaded once; `generate` turns audio into takes.
 
-    checkpoint: a THUNDER checkpoint folder (default: the shipped models/thunder); head: "builtin" or a FLAME
+    checkpoint: a THUNDER checkpoint folder (default: the shipped backend/models/thunder); head: "builtin" or a FLAME
     file; device: auto, cpu or cuda; max_seconds: the longest audio accepted (None: no limit)."""
 
     def __init__(self, checkpoint: str | Path | None = None, head: str | Path = DEFAULT_HEAD,
@@ -201,7 +200,7 @@ class Generator:
     def settings(self, changes: Mapping | None = None) -> SamplingSettings:
         """The model's default settings with `changes`, checked against this model (its emotions...)."""
         settings = settings_with(self.default_settings, changes or {})
-        settings.check(self.model.emotions)
+        settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         return settings
 
     def read_speech(self, audio, sample_rate: int = SAMPLE_RATE) -> SpeechAudio:
@@ -223,7 +222,8 @@ class Generator:
         # 1. Everything about the request, before the audio is touched.
         if not isinstance(settings, SamplingSettings):
             settings = self.settings(settings)
-        settings.check(self.model.emotions)
+        else:
+            settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         fps = check_fps(fps)
         seeds = take_seeds(takes, seed, seeds)
 
@@ -255,20 +255,24 @@ class Generator:
 
 
 def _sample_range(speech: SpeechAudio, start, end) -> tuple[int, int]:
-    """The first and one-past-last sample of the seconds from `start` to `end` (None: the end of the audio)."""
+    """The first and one-past-last sample of the seconds from `start` to `end` (None: the end of the audio).
+    Both must be finite numbers of seconds with 0 <= start < end <= the audio's length; checked in seconds,
+    before any is turned into a sample index (1e308 s would overflow)."""
     for name, value in (("start", start), ("end", end)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
             raise GenerateError(f"the time range's {name} must be a number of seconds, not {value!r}")
     start = float(start or 0.0)
     end = speech.seconds if end is None else float(end)
-    first, stop = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
     what = speech.file or "the samples"
-    if first < 0:
+    if start < 0:
         raise GenerateError(f"the time range starts at {start:g} s, before the start of {what}")
-    if stop <= first:
+    if end <= start:
         raise GenerateError(f"the time range from {start:g} s to {end:g} s is empty")
-    if stop > len(speech.samples):
+    if end > speech.seconds + 0.5 / SAMPLE_RATE:
         raise GenerateError(f"the time range from {start:g} s to {end:g} s goes past the end of {what} "
                             f"({speech.seconds:.2f} s)")
+    first, stop = int(round(start * SAMPLE_RATE)), min(int(round(end * SAMPLE_RATE)), len(speech.samples))
+    if stop <= first:
+        raise GenerateError(f"the time range from {start:g} s to {end:g} s is shorter than one sample")
     return first, stop

@@ -29,6 +29,13 @@ class SamplingError(ThunderError):
     """Sampling settings the model cannot honour (unknown emotion, bad step count...)."""
 
 
+MAX_STEPS = 1000
+# Guidance extrapolates between network outputs; past ~10 the motion leaves anything the model was trained on,
+# and at 1e30 it overflows to NaN (which used to be blamed on a damaged checkpoint).
+MAX_GUIDANCE = 10.0
+MAX_WINDOW = 1000  # frames; a model's network may take fewer (its max_frames), which check() is told
+
+
 @dataclasses.dataclass
 class SamplingSettings:
     steps: int = 10
@@ -41,7 +48,9 @@ class SamplingSettings:
     window: int = 100                # frames per window (4 s)
     context: int = 10                # frames each window continues from the previous one
 
-    def check(self, emotions) -> None:
+    def check(self, emotions, max_window: int | None = None) -> None:
+        """Refuse, in one sentence, settings outside their ranges (MAX_STEPS, MAX_GUIDANCE, `max_window`: the
+        longest window the model's network takes) or that this model cannot honour (`emotions`)."""
         if self.emotion not in emotions:
             raise SamplingError(f"unknown emotion '{self.emotion}'; this model knows {', '.join(emotions)}")
         if not 0.0 <= self.intensity <= 1.0:
@@ -50,8 +59,15 @@ class SamplingSettings:
             raise SamplingError(f"unknown sampler '{self.sampler}'; choose {', '.join(SAMPLERS)}")
         if self.spacing not in ("karras", "timesteps"):
             raise SamplingError(f"unknown step spacing '{self.spacing}'; choose karras or timesteps")
-        if not 1 <= self.steps <= 1000:
-            raise SamplingError(f"{self.steps} sampler steps: choose between 1 and 1000")
+        if not 1 <= self.steps <= MAX_STEPS:
+            raise SamplingError(f"{self.steps} sampler steps: choose between 1 and {MAX_STEPS}")
+        for name in ("guidance", "emotion_guidance"):
+            if not 0.0 <= getattr(self, name) <= MAX_GUIDANCE:
+                raise SamplingError(f"the {name.replace('_', ' ')} scale {getattr(self, name):g} is outside 0.."
+                                    f"{MAX_GUIDANCE:g} (1: no guidance)")
+        longest = max_window or MAX_WINDOW
+        if not 2 <= self.window <= longest:
+            raise SamplingError(f"a window of {self.window} frames: choose between 2 and {longest}")
         if not 0 <= self.context < self.window:
             raise SamplingError(f"context {self.context} must be shorter than the window {self.window}")
 
@@ -108,7 +124,7 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
     """Sample one take per seed for audio features (T, A). Returns denormalized packed motion (K, T, D) on
     the CPU. `callback(SamplerStep)` sees every step; raising `Cancelled` in it stops between steps."""
     settings = settings or SamplingSettings(**model.config.get("sampling", {}))
-    settings.check(model.emotions)
+    settings.check(model.emotions, model.denoiser.config.max_frames)
     device, dim = model.device, model.denoiser.config.motion_dim
     n_frames, n_takes = features.shape[0], len(seeds)
     if n_frames == 0:

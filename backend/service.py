@@ -41,9 +41,10 @@ import numpy as np
 
 from backend import __version__
 from backend.errors import ThunderError
-from backend.files import write_atomically
+from backend.files import prepare_output_folder, write_atomically
 
 PROTOCOL_VERSION = 1
+MAX_REQUEST_BYTES = 1 << 20  # a request line longer than this is refused unread (requests are small JSON)
 PARENT_POLL_SECONDS = 0.5
 STOP_WAIT_SECONDS = 30.0
 
@@ -170,15 +171,29 @@ class Service:
                     continue
                 if line is None:  # stdin closed: the client is gone
                     break
-                if line.strip():
+                if isinstance(line, RequestError):
+                    self.send(self.error_event(None, None, line))
+                elif line.strip():
                     self.handle_line(line)
         finally:
             self.close()
         return 0
 
     def _read_requests(self) -> None:
+        """Queue each line of `requests` (bytes, decoded per line by handle_line, so that one line of invalid
+        UTF-8 is one bad request and not the end of the stream); a line longer than MAX_REQUEST_BYTES is
+        skipped to its end and queued as the RequestError it gets. None marks the end of the stream."""
         try:
-            for line in iter(self.requests.readline, ""):
+            while True:
+                line = self.requests.readline(MAX_REQUEST_BYTES + 1)
+                if not line:
+                    break
+                if len(line) > MAX_REQUEST_BYTES and not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+                    while line and not line.endswith(b"\n" if isinstance(line, bytes) else "\n"):
+                        line = self.requests.readline(MAX_REQUEST_BYTES)
+                    self.inbox.put(RequestError(f"a request line is longer than {MAX_REQUEST_BYTES:,} bytes; "
+                                                "requests are small JSON objects (large data goes through files)"))
+                    continue
                 self.inbox.put(line)
         except (OSError, ValueError):  # the stream was closed under us
             pass
@@ -227,14 +242,21 @@ class Service:
                 "message": _one_line(message),
                 "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
 
-    def handle_line(self, line: str) -> None:
-        """Parse and answer one request line; whatever goes wrong becomes an error event."""
+    def handle_line(self, line: str | bytes) -> None:
+        """Parse and answer one request line (UTF-8 bytes or text); whatever goes wrong becomes an error
+        event."""
         request_id = request_type = None
         try:
+            if isinstance(line, bytes):
+                try:
+                    line = line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise RequestError(f"a request line is not valid UTF-8 (byte {exc.start} is "
+                                       f"{line[exc.start:exc.start + 1]!r})") from None
             try:
                 request = json.loads(line)
-            except ValueError:
-                raise RequestError(f"a request line is not JSON: {line.strip()[:80]}") from None
+            except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python's stack
+                raise RequestError(f"a request line is not JSON: {line.strip()[:80]!r}") from None
             if not isinstance(request, dict):
                 raise RequestError("a request must be a JSON object with an 'id' and a 'type'")
             request_id = request.get("id")
@@ -291,6 +313,8 @@ class Service:
         source = _field(request, "head", str, "'builtin' or a FLAME file path")
         head = self._head(source) if source is not None else self._loaded_generator().head
         shape = _field(request, "shape", list, "a list of identity coefficients")
+        if shape is not None and not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in shape):
+            raise RequestError(f"the head request's 'shape' must be a list of numbers, not {json.dumps(shape)[:80]}")
         arrays = head_mesh_arrays(head, shape)
         digest = hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:8] if shape else "template"
         path = self.work_folder / f"head-{head.identity.replace(':', '-')}-{digest}.npz"
@@ -327,6 +351,7 @@ class Service:
 
     def on_generate(self, request: dict) -> None:
         """Check the request here (so its mistakes come back at once), then sample in a worker thread."""
+        from backend.audio_io import check_sample_rate
         from backend.frame_rate import check_fps
         from backend.generate import take_seeds
         from backend.takes import take_file_name
@@ -341,6 +366,8 @@ class Service:
             raise RequestError("a generate request needs either 'audio' (a file path) or 'samples' "
                                "(a .npy file path), not both or neither")
         sample_rate = _field(request, "sample_rate", int, "a whole number of samples per second", 16000)
+        if samples is not None:
+            check_sample_rate(sample_rate, f"the samples {samples}")
         options = {"start": _field(request, "start", (int, float), "a number of seconds", 0.0),
                    "end": _field(request, "end", (int, float), "a number of seconds"),
                    "fps": _field(request, "fps", (int, float), "a number of frames per second", 25.0),
@@ -352,6 +379,7 @@ class Service:
         seeds = take_seeds(options.pop("takes"), options.pop("seed"), options.pop("seeds"))
         self.generate_count += 1
         out = Path(_field(request, "out", str, "a folder path") or self.work_folder / f"takes-{self.generate_count}")
+        out = prepare_output_folder(out, "the generate request's out folder")
         stem = Path(audio or samples).stem
         paths = [out / take_file_name(stem, k + 1, seed) for k, seed in enumerate(seeds)]
         existing = [p for p in paths if p.exists()]
@@ -387,7 +415,6 @@ class Service:
                                        sample_rate=sample_rate, **options)
             if job.cancel.is_set():
                 raise Cancelled()
-            paths[0].parent.mkdir(parents=True, exist_ok=True)
             for path, take in zip(paths, takes):
                 save_take(path, take)
             final = {"event": "result", "id": job.request_id, "folder": str(paths[0].parent),
@@ -416,8 +443,8 @@ def _read_samples_file(path: str) -> np.ndarray:
         raise AudioFileError(f"{file} is not a readable .npy array of samples ({type(exc).__name__})") from None
 
 
-def serve_stdio(checkpoint=None, head: str = "builtin", device: str = "auto", max_seconds: float | None = 600.0,
-                threads: int | None = None) -> int:
+def serve_stdio(checkpoint=None, head: str = "builtin", device: str = "auto", max_seconds: float | None = 600.0
+                ) -> int:
     """Run the service on this process's stdin and stdout (the `thunder serve` command)."""
     # Stdout is the protocol's: keep a private descriptor for it and send fd 1 (C libraries, stray prints)
     # and sys.stdout to stderr.
@@ -426,11 +453,7 @@ def serve_stdio(checkpoint=None, head: str = "builtin", device: str = "auto", ma
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
     replies = os.fdopen(protocol_fd, "w", encoding="utf-8", newline="\n")
-    requests = open(sys.stdin.fileno(), "r", encoding="utf-8", closefd=False)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    requests = open(sys.stdin.fileno(), "rb", closefd=False)  # bytes: each line is decoded on its own
     service = Service(requests, replies, {"checkpoint": checkpoint, "head": head, "device": device,
                                           "max_seconds": max_seconds})
     return service.run()

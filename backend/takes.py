@@ -7,8 +7,8 @@ A take is an `.npz` holding four float32 arrays of per-frame head parameters and
 `meta` says what the file is ("format": "thunder-take", "version": 1) and how the motion was made: fps,
 seed, the sampling settings, the model and head identities, and the audio's hash, name, length and the time
 range used. Plain arrays plus a string, so numpy alone reads it (`np.load(path, allow_pickle=False)`),
-without torch and without pickles. docs/take_format.md is the specification; this module writes and checks
-exactly that.
+without torch and without pickles. docs/take_format.md is the specification; this module writes it, and
+checks it with the one rule the add-on checks it with too (thunder_blender/take_file.py).
 
     save_take(path, take)                # atomic; refuses to replace an existing file unless overwrite=True
     take = load_take(path)               # TakeFileError, naming the file, for anything not a valid take
@@ -18,8 +18,9 @@ exactly that.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
-import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,24 @@ import numpy as np
 from backend.errors import ThunderError
 from backend.files import write_atomically
 
-TAKE_FORMAT = "thunder-take"
-TAKE_VERSION = 1
-PART_WIDTHS = {"expression": None, "jaw": 3, "neck": 3, "eyes": 6}  # None: the head's expression count
-META_KEYS = ("fps", "seed", "settings", "model", "head", "audio")
+def _load_take_rule():
+    """thunder_blender/take_file.py, the take format's one validation rule (numpy and the standard library
+    only), loaded from its file: importing it as thunder_blender.take_file would run the add-on package's
+    __init__, which needs bpy. The add-on reads takes with the same file, so both sides accept the same takes."""
+    package = importlib.util.find_spec("thunder_blender")  # finds the folder without running the package
+    if package is None or not package.submodule_search_locations:
+        raise ImportError("the thunder_blender package (which holds the take format's rule) is not installed")
+    location = Path(next(iter(package.submodule_search_locations))) / "take_file.py"
+    spec = importlib.util.spec_from_file_location("backend._take_rule", location)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+take_rule = sys.modules.get("backend._take_rule") or _load_take_rule()
+TAKE_FORMAT, TAKE_VERSION, PART_WIDTHS = take_rule.TAKE_FORMAT, take_rule.TAKE_VERSION, take_rule.PART_WIDTHS
+META_KEYS = ("fps", "seed", "settings", "model", "head", "audio")  # the Take's fields besides its parts
 
 
 class TakeFileError(ThunderError):
@@ -102,61 +117,20 @@ def save_take(path: str | Path, take: Take, overwrite: bool = False) -> Path:
 
 def load_take(path: str | Path) -> Take:
     """Read and check a take file; any problem is a TakeFileError whose sentence names the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise TakeFileError(f"the take file {path} does not exist" if not path.exists()
-                            else f"{path} is not a file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            contents = {name: npz[name] for name in npz.files}
-    except Exception as exc:  # zipfile, numpy and OS errors all mean "this is not a readable take"
-        raise TakeFileError(f"{path} is not a readable take file ({type(exc).__name__}: {exc})") from None
-    if "meta" not in contents:
-        raise TakeFileError(f"{path} is not a Thunder take file (it has no 'meta' entry)")
-    try:
-        meta = json.loads(str(contents["meta"]))
-    except ValueError:
-        raise TakeFileError(f"{path}: the take's meta entry is not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != TAKE_FORMAT:
-        raise TakeFileError(f"{path} is not a Thunder take file (its format is "
-                            f"{meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != TAKE_VERSION:
-        raise TakeFileError(f"{path}: take version {meta.get('version')} is not {TAKE_VERSION}; "
-                            "this Thunder cannot read it")
-    missing = [name for name in PART_WIDTHS if name not in contents] + [key for key in META_KEYS if key not in meta]
-    if missing:
-        raise TakeFileError(f"{path}: the take lacks {', '.join(missing)}")
-    if not isinstance(meta["fps"], (int, float)) or not isinstance(meta["seed"], int):
-        raise TakeFileError(f"{path}: the take's fps must be a number and its seed a whole number")
-    take = Take(**{name: contents[name] for name in PART_WIDTHS}, **{key: meta[key] for key in META_KEYS})
-    _check_take(take, path)
-    if "n_frames" in meta and meta["n_frames"] != take.n_frames:
-        raise TakeFileError(f"{path}: the take says it has {meta['n_frames']} frames but holds {take.n_frames}")
-    return take
+        parts, meta = take_rule.read_take_file(path)
+    except take_rule.TakeReadError as exc:
+        raise TakeFileError(str(exc)) from None
+    return Take(**parts, **{key: meta[key] for key in META_KEYS})
 
 
 def _check_take(take: Take, path: Path) -> None:
-    """Shapes agree, values are finite, fps is positive, and the identities are there."""
-    if not math.isfinite(take.fps) or take.fps <= 0:
-        raise TakeFileError(f"{path}: the take's frame rate {take.fps} is not a positive number")
-    frames = set()
-    for name, width in PART_WIDTHS.items():
-        value = np.asarray(getattr(take, name))
-        if value.ndim != 2 or (width is not None and value.shape[1] != width) or value.shape[1] == 0:
-            want = "(frames, expressions)" if width is None else f"(frames, {width})"
-            raise TakeFileError(f"{path}: the take's {name} has shape {value.shape}, not {want}")
-        if not np.issubdtype(value.dtype, np.floating):
-            raise TakeFileError(f"{path}: the take's {name} holds {value.dtype} values, not floats")
-        if not np.isfinite(value).all():
-            raise TakeFileError(f"{path}: the take's {name} has NaN or infinite values")
-        frames.add(value.shape[0])
-    if len(frames) > 1:
-        raise TakeFileError(f"{path}: the take's parts disagree on the number of frames: {sorted(frames)}")
-    for key in ("settings", "model", "head", "audio"):
-        if not isinstance(getattr(take, key), dict):
-            raise TakeFileError(f"{path}: the take's {key} must be a JSON object")
-    if not isinstance(take.head.get("identity"), str):
-        raise TakeFileError(f"{path}: the take does not say which head it was made for")
+    """The take as the one rule (take_rule.check_take_contents) would find it once written."""
+    parts = {name: np.asarray(value) for name, value in take.parts().items()}
+    try:
+        take_rule.check_take_contents(path, parts, json.loads(json.dumps(take.meta())))
+    except take_rule.TakeReadError as exc:
+        raise TakeFileError(str(exc)) from None
 
 
 def take_vertices(take: Take, head, chunk_frames: int = 500) -> np.ndarray:

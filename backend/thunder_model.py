@@ -1,7 +1,7 @@
 """The THUNDER model as inference sees it: audio encoder + motion denoiser + the motion statistics + the
 diffusion schedule, for one head. Saved and loaded as a checkpoint folder (backend.checkpoint):
 
-    model = load_model("models/thunder", head)     # refuses a checkpoint made for another head
+    model = load_model("backend/models/thunder", head)     # refuses a checkpoint made for another head
     features = model.encode(wave)                    # (T, A), any length, bounded memory
     motion = sample_takes(model, features, seeds=[0, 1, 2, 3])   # backend.sampling
 
@@ -19,13 +19,18 @@ import torch
 from torch import nn
 
 from backend.audio_encoders import build_encoder, encode_long
-from backend.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from backend.checkpoint import (CONFIG, CheckpointError, check_config_keys, load_weights, read_checkpoint,
+                                save_checkpoint)
 from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.diffusion.schedules import cosine_alphas_cumprod, sigmas_from_alphas_cumprod
 from backend.motion import MotionStats, motion_dim
 
 MODEL_KIND = "thunder-model"
 MODEL_VERSION = 1
+# What load_model needs from config.json before it builds anything (the rest is checked by building).
+REQUIRED_CONFIG = {"version": int, "head": {"identity": str}, "n_expression": int,
+                   "motion_stats": {"mean": list, "std": list}, "encoder": {"kind": str},
+                   "denoiser": {"emotions": list}, "diffusion": {"train_steps": int}}
 
 
 class ThunderModel(nn.Module):
@@ -94,12 +99,18 @@ def save_model(folder: str | Path, model: ThunderModel) -> Path:
 def load_model(folder: str | Path, head=None, device: str | torch.device = "cpu") -> ThunderModel:
     """Load a THUNDER checkpoint (in eval mode) on `device`; with `head`, refuse one made for another head."""
     config, weights = read_checkpoint(folder, MODEL_KIND)
-    if config.get("version") != MODEL_VERSION:
-        raise CheckpointError(f"{folder}: checkpoint version {config.get('version')} is not {MODEL_VERSION}; "
-                              "this Thunder cannot read it")
+    config_file = Path(folder).expanduser() / CONFIG
+    check_config_keys(config, REQUIRED_CONFIG, config_file)
+    if config["version"] != MODEL_VERSION:
+        raise CheckpointError(f"{folder} is a THUNDER checkpoint of version {config['version']}; this Thunder "
+                              f"reads only version {MODEL_VERSION}")
     if head is not None and config["head"]["identity"] != head.identity:
         raise CheckpointError(f"{folder}: this model was trained for the head {config['head']['identity']}, "
                               f"not for {head.identity}")
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except (TypeError, ValueError, KeyError) as exc:  # a field missing, unknown or of the wrong kind
+        raise CheckpointError(f"{config_file}: the checkpoint's config does not describe a model this Thunder "
+                              f"can build ({type(exc).__name__}: {exc})") from None
     load_weights(model, weights, folder)
     return model.to(device).eval().requires_grad_(False)

@@ -1,7 +1,7 @@
 """Figures for docs/results.md: training curves, lip distance over time, and rendered frames at /p b m/.
 
     python docs/make_thunder_figures.py --base runs/thunder/base --no-m2s runs/thunder/w0 \
-        --thunder models/thunder --clip c00029
+        --thunder backend/models/thunder --clip c00029
 
 Writes docs/thunder_training_curves.png, docs/thunder_lip_distance.png and docs/thunder_bilabial_frames.png.
 """
@@ -71,7 +71,7 @@ def main() -> None:
                                                           "w_m2s=1=runs/thunder/w1",
                                                           "w_m2s=5=runs/thunder/w5",
                                                           "thunder-t w_m2s=0.1=runs/thunder/t_w0.1"])
-    parser.add_argument("--thunder", type=Path, default=Path("models/thunder"))
+    parser.add_argument("--thunder", type=Path, default=Path("backend/models/thunder"))
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--clip", default=None, help="a test clip id (default: the first with 3 bilabials)")
     args = parser.parse_args()

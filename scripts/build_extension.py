@@ -21,6 +21,8 @@ import tempfile
 import tomllib
 from pathlib import Path
 
+from backend.files import write_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "thunder_blender"
 MANIFEST = ROOT / "blender_manifest.toml"
@@ -117,9 +119,8 @@ def build_extension(out_dir="dist"):
             raise BuildError(f"blender_ext.py build wrote {[p.name for p in built_dir.iterdir()]}, "
                              f"not {zip_path.name}")
         run_tool(tool, "validate", str(built))
-        partial = zip_path.with_name(zip_path.name + ".part")
-        shutil.copyfile(built, partial)
-        partial.replace(zip_path)  # never leave a half-written zip under the final name
+        # never leave a half-written zip under the final name, nor touch any other file there
+        write_atomically(zip_path, lambda partial: shutil.copyfile(built, partial))
     return zip_path
 
 

@@ -17,7 +17,7 @@ import pytest
 import backend.generate
 from backend.audio_io import AudioFileError
 from backend.cli import main as thunder
-from backend.frame_rate import FrameRateError, frames_for_seconds, resample_motion
+from backend.frame_rate import FrameRateError, check_fps, frames_for_seconds, resample_motion
 from backend.generate import GenerateError, Generator, speech_from_samples
 from backend.sampling import SamplingError
 from backend.takes import TakeFileError, load_take, save_take, take_vertices
@@ -107,11 +107,11 @@ def test_take_files_round_trip_and_are_never_overwritten(generator, speech, head
 def test_damaged_take_files_are_refused_naming_the_file(generator, speech, tmp_path):
     take = generator.generate(speech, settings=FEW_STEPS)[0]
     cases = {
-        "text.npz": ("not a readable take file", lambda p: p.write_text("hello")),
+        "text.npz": ("not a .npz \\(zip\\) file", lambda p: p.write_text("hello")),
         "nan.npz": ("jaw has NaN", lambda p: _write_raw(p, take, jaw=np.full_like(take.jaw, np.nan))),
         "short.npz": ("disagree on the number of frames", lambda p: _write_raw(p, take, eyes=take.eyes[:-1])),
         "fps.npz": ("frame rate 0", lambda p: _write_raw(p, take, meta={"fps": 0})),
-        "version.npz": ("version 7", lambda p: _write_raw(p, take, meta={"version": 7})),
+        "version.npz": ("version 7; this Thunder reads only version 1", lambda p: _write_raw(p, take, meta={"version": 7})),
         "other.npz": ("not a Thunder take file", lambda p: _write_raw(p, take, meta={"format": "x"})),
     }
     for name, (words, write) in cases.items():
@@ -139,9 +139,9 @@ def test_resampling_keeps_shared_frames_and_interpolates_between():
     assert np.array_equal(resample_motion(source, 25, 25, 50)["jaw"], source["jaw"])
     assert frames_for_seconds(3.2, 25) == 80 and frames_for_seconds(3.3, 24) == 80
     assert frames_for_seconds(1.0, 29.97) == 30
-    for bad in (0, -24, float("nan")):
-        with pytest.raises(FrameRateError, match="positive number"):
-            resample_motion(source, 25, bad, 10)
+    for bad in (0, -24, float("nan"), 1e9, "fast", True):
+        with pytest.raises(FrameRateError, match="frame rate"):
+            check_fps(bad)
 
 
 @pytest.mark.parametrize("fps", [24, 30, 60])
@@ -214,7 +214,7 @@ def test_bad_audio_files_fail_one_line_each_and_the_rest_go_on(tiny_model, tmp_p
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--fps", "0"], "the frame rate must be a positive number of frames per second, not 0"),
+    (["--fps", "0"], "the frame rate must be a number of frames per second from 1 to 240, not 0"),
     (["--fps", "-24"], "not -24"),
     (["--emotion", "furious"], "unknown emotion 'furious'; this model knows neutral, happy, sad"),
     (["--intensity", "3"], "intensity 3.0 is outside 0..1"),

@@ -253,7 +253,7 @@ def test_bad_audio_gives_an_error_event_and_the_service_stays_up(service, tmp_pa
 
 
 @pytest.mark.parametrize("fields,code,words", [
-    ({"fps": 0}, "input", "the frame rate must be a positive number of frames per second, not 0"),
+    ({"fps": 0}, "input", "the frame rate must be a number of frames per second from 1 to 240, not 0"),
     ({"settings": {"emotion": "furious"}}, "input", "unknown emotion 'furious'"),
     ({"settings": {"steps": "many"}}, "input", "'steps' must be a whole number"),
     ({"takes": "two"}, "bad_request", "'takes' must be a whole number, not \"two\""),

@@ -1,4 +1,4 @@
-"""The shipped model (models/thunder) as a new user meets it: it loads for the built-in head with nothing
+"""The shipped model (backend/models/thunder) as a new user meets it: it loads for the built-in head with nothing
 downloaded, stays under 50 MB, and `thunder generate` with the defaults writes deterministic takes at the
 scene's frame rate for several files in one call, and `thunder serve` serves it by default."""
 
@@ -12,10 +12,11 @@ import torch
 
 from backend.cli import main
 from backend.head import load_head
+from backend.models import SHIPPED_THUNDER
 from backend.takes import load_take
 from backend.thunder_model import load_model
 
-SHIPPED = Path(__file__).resolve().parent.parent / "models" / "thunder"
+SHIPPED = SHIPPED_THUNDER
 
 
 def _speechlike(seconds: float, rate: int, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The M2S API the diffusion training uses: a differentiable map from motion to speech.
 
-    m2s = load_m2s("models/m2s", head, trainable=False)   # frozen (the paper's default)
+    m2s = load_m2s("backend/models/m2s", head, trainable=False)   # frozen (the paper's default)
     units, mel = m2s.from_motion(expression, jaw)   # (B, T, E) and (B, T, 3): computes only mouth vertices
     units, mel = m2s(vertices)          # or full vertices (B, T, V, 3) from `head`, metres, head frame
     # units: (B, 2T, n_units) logits at 50 Hz; mel: (B, 4T, 80) log-mel at 100 Hz
@@ -22,7 +22,6 @@ from training.m2s.inputs import MotionFeatures
 from training.m2s.model import M2SConfig, MeshToSpeech
 
 M2S_KIND = "thunder-m2s"
-SHIPPED_M2S = Path(__file__).resolve().parents[2] / "models" / "m2s"  # the model the repository ships
 
 
 class M2S(nn.Module):

@@ -54,7 +54,8 @@ def cmd_eval(args) -> int:
         result = evaluate_folder(models, args.audio, head, args.takes, args.seed, settings, args.max_seconds)
         title = f"{result['files']} audio files in {args.audio}, {args.takes} takes each"
     else:
-        from training.m2s.api import SHIPPED_M2S, load_m2s
+        from backend.models import SHIPPED_M2S
+        from training.m2s.api import load_m2s
 
         m2s = load_m2s(SHIPPED_M2S if args.m2s is None else args.m2s, head) if args.m2s != "" else None
         bar = ProgressBar(1, label="eval") if not args.quiet else None

@@ -1,6 +1,6 @@
 """Seams between sampling windows on long audio: is the frame where a window's new motion starts a jump?
 
-    python -m training.thunder.seams models/thunder --corpus data/corpus --seconds 60
+    python -m training.thunder.seams backend/models/thunder --corpus data/corpus --seconds 60
 
 Concatenates test clips into one long recording, samples takes with the model's windows, and compares the
 motion between consecutive frames (mean vertex speed over lips and upper face, head rotation included, mm per

@@ -31,11 +31,11 @@ from backend.checkpoint import load_weights, read_checkpoint
 from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.errors import ThunderError
 from backend.head import load_head
+from backend.models import SHIPPED_M2S
 from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
 from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
 from training.corpus.format import open_corpus
-from training.m2s.api import SHIPPED_M2S
 from training.m2s.units import PhoneUnits
 from training.plots import plot_training_log
 from training.schedule import warmup_cosine
