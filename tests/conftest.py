@@ -1,8 +1,18 @@
 """Fixtures many test modules share: the built-in head, the tiny corpus, the tiny THUNDER model, and one
 torch thread for modules that train or sample (the machine has two cores; tests must not fight over them)."""
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
+
+# Hypothesis profiles (tests/test_properties.py): `ci` (the default) draws the same examples on every run, so
+# a failure in CI reproduces; `dev` draws new ones each run; `thorough` runs ten times as many examples.
+settings.register_profile("ci", derandomize=True, print_blob=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.register_profile("thorough", derandomize=False, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 from backend.head import load_head
 

@@ -13,6 +13,7 @@ user or a file can give the CLI, the service or the take readers is one sentence
 The property-based side (random lines, headers, takes) is tests/test_properties.py.
 """
 
+import functools
 import importlib.util
 import json
 import os
@@ -374,6 +375,7 @@ DAMAGED_NAMES = ["text.npz", "no_fps.npz", "fps0.npz", "fps_nan.npz", "fps_text.
                  "missing.npz"]
 
 
+@functools.cache
 def _addon_reader():
     """The add-on's reader as Blender runs it, without bpy: the file the extension zip ships."""
     spec = importlib.util.spec_from_file_location("addon_take_file", TAKE_RULE)

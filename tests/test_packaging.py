@@ -1,0 +1,49 @@
+"""A plain (not editable) install generates with the shipped model: the wheel is built from this tree,
+installed into a fresh virtual environment, and `thunder generate` runs there from a folder outside the
+source tree. Offline and quick: the wheel installs with --no-deps, and the fresh environment sees this
+environment's packages (torch, numpy...) through a .pth line, which adds that folder to sys.path without
+running its .pth files, so the editable install of this tree stays out of sight."""
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(command, **kwargs):
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600, **kwargs)
+    assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_the_installed_wheel_generates_with_the_shipped_model(tmp_path):
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp_path / "dist",
+         ROOT])
+    wheel = next((tmp_path / "dist").glob("thunder_talking_heads-*.whl"))
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", "--without-pip", venv])
+    python = venv / "bin" / "python"
+    site_packages = Path(run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"]).stdout.strip())
+    (site_packages / "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps", "--no-index", wheel])
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    where = run([python, "-c", "import backend, backend.models as m; print(backend.__file__); "
+                               "print(m.SHIPPED_THUNDER / 'model.safetensors')"], cwd=elsewhere, env=environment)
+    package_file, weights = where.stdout.split()
+    assert Path(package_file).is_relative_to(site_packages) and Path(weights).is_file(), where.stdout
+    example = run([python, "-c", "import backend, pathlib; print(pathlib.Path(backend.__file__).parent / "
+                                 "'examples' / 'thunder_example.wav')"], cwd=elsewhere, env=environment).stdout.strip()
+    result = run([venv / "bin" / "thunder", "generate", example, "--out", "takes", "--steps", "2", "--quiet",
+                  "--threads", "1", "--device", "cpu", "--end", "2"], cwd=elsewhere, env=environment)
+    take = elsewhere / "takes" / "thunder_example.take1.seed0.npz"
+    assert result.stdout.split() == ["takes/" + take.name] and take.is_file(), result.stdout
+    with np.load(take, allow_pickle=False) as npz:
+        assert npz["jaw"].shape == (50, 3)
