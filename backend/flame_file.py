@@ -175,10 +175,15 @@ def _read_pickle(path: Path) -> dict:
     return content
 
 
+def _first_bytes(path: Path, n: int) -> bytes:
+    with open(path, "rb") as file:
+        return file.read(n)
+
+
 def _read_npz(path: Path) -> dict:
     try:
         # np.load reads a file that is not a zip as a pickle, and calls that "object arrays" below.
-        if not zipfile.is_zipfile(path):
+        if not zipfile.is_zipfile(path) and _first_bytes(path, 2) != b"PK":  # PK: a zip cut short, below
             raise HeadFileError(f"{path} is not a .npz file (a .npz is a zip archive of arrays; this file is not "
                                 "a zip archive)")
         with np.load(path, allow_pickle=False) as npz:
