@@ -374,7 +374,7 @@ def bad_inputs(work_dir, args):
     check(len(head.thunder.takes) == 0, "a failed generate left takes")
 
     # Cancelling mid-job: nothing changes.
-    api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
+    api.generate(head, strip=strip.name, takes=1, steps=200, wait=False)   # the most steps the panel allows: a long job
     _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
     drawn = draw_panel_headless(thunder)
     check(("operator", "thunder.cancel") in drawn and any(kind == "progress" for kind, _ in drawn),
@@ -385,7 +385,7 @@ def bad_inputs(work_dir, args):
     said["cancel"] = api.notice.text
 
     # The backend crashes mid-job: the panel says so, nothing changes, and the next Generate restarts it.
-    api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
+    api.generate(head, strip=strip.name, takes=1, steps=200, wait=False)   # the most steps the panel allows: a long job
     _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
     os.killpg(thunder.session.manager().process.pid, signal.SIGKILL)
     _wait_for(thunder, lambda: session_idle(thunder), "the crash to be noticed")

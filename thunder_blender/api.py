@@ -10,8 +10,8 @@
 In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
 backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module), where timers
 never fire, they run to the end before returning, unless wait=False: then call api.poll() until it
-returns False. Problems raise ThunderError (or a subclass) with one sentence; the same
-sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
+returns False. Problems raise ThunderError (every error class of the add-on derives from it; USER_ERRORS
+adds the take reader's TakeReadError) with one sentence; the same sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
 """
 
 from __future__ import annotations
