@@ -752,7 +752,7 @@ def untrusted_heads_and_takes(work_dir, args):
     # Edited heads: vertices deleted, or faces subdivided.
     for edit in ("delete", "subdivide"):
         head = api.add_head(name=f"{edit} head")
-        api.generate(head, strip=strip.name, takes=1, seed=1, steps=1)
+        api.generate(head, strip=strip.name, takes=2, seed=1, steps=1)
         mesh = head.thunder.mesh.data
         built = len(mesh.vertices)
         edited = bmesh.new()
@@ -776,6 +776,9 @@ def untrusted_heads_and_takes(work_dir, args):
         check(not folder.exists() or not any(folder.iterdir()), "an edited head was exported")
         check(len(head.thunder.takes) == takes_before and _take_actions() == actions_before,
               "a refused action changed the takes")
+        # Deleting a take still works on an edited head (it puts nothing on the mesh).
+        api.delete_take(head, 0)
+        check(len(head.thunder.takes) == takes_before - 1, "a take of an edited head could not be deleted")
     return {"said": said}
 
 

@@ -169,13 +169,15 @@ def replace_take(head, index: int, take, frame_start: float, batch: int, audio_p
     return thunder.takes[index]
 
 
-def activate(head, index: int) -> None:
-    """Play take `index` on the head: assign its action's slots to the shape keys and the armature."""
+def activate(head, index: int, checked: bool = True) -> None:
+    """Play take `index` on the head: assign its action's slots to the shape keys and the armature. An edited
+    head is refused (head_build.check_head) unless checked is False (Delete still works on one)."""
     thunder = head.thunder
     action = thunder.takes[index].action
     if action is None:
         raise TakeError(f"the take {thunder.takes[index].name} has lost its action")
-    check_head(head)
+    if checked:
+        check_head(head)
     compat.assign(shape_key_datablock(head), action, compat.find_slot(action, "KEY"))
     compat.assign(head, action, compat.find_slot(action, "OBJECT"))
     if thunder.active_take != index:
@@ -193,7 +195,7 @@ def delete(head, index: int) -> None:
     if action is not None and action.users <= 1:   # only its fake user: nothing else plays it
         bpy.data.actions.remove(action)
     if thunder.takes:
-        activate(head, min(index, len(thunder.takes) - 1))
+        activate(head, min(index, len(thunder.takes) - 1), checked=False)
     else:
         thunder.active_take = -1
         _restore_original(head)
