@@ -374,7 +374,7 @@ def bad_inputs(work_dir, args):
     check(len(head.thunder.takes) == 0, "a failed generate left takes")
 
     # Cancelling mid-job: nothing changes.
-    api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
+    api.generate(head, strip=strip.name, takes=1, steps=200, wait=False)   # the most steps the panel allows: a long job
     _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
     drawn = draw_panel_headless(thunder)
     check(("operator", "thunder.cancel") in drawn and any(kind == "progress" for kind, _ in drawn),
@@ -385,7 +385,7 @@ def bad_inputs(work_dir, args):
     said["cancel"] = api.notice.text
 
     # The backend crashes mid-job: the panel says so, nothing changes, and the next Generate restarts it.
-    api.generate(head, strip=strip.name, takes=1, steps=400, wait=False)
+    api.generate(head, strip=strip.name, takes=1, steps=200, wait=False)   # the most steps the panel allows: a long job
     _wait_for(thunder, lambda: api.backend_status()[0] == "busy" and api.backend_status()[2] > 0, "sampling")
     os.killpg(thunder.session.manager().process.pid, signal.SIGKILL)
     _wait_for(thunder, lambda: session_idle(thunder), "the crash to be noticed")
@@ -472,6 +472,314 @@ def flame_head(work_dir, args):
                              "bones": [b.name for b in obj.data.bones], "identity": obj.thunder.identity}
     check(head.thunder.source == args["flame"], f"the head's source is {head.thunder.source}")
     return {"heads": results, "names": [head.name, shaped.name]}
+
+
+# ---------------------------------------------------------------------------------------------- takes you can trust
+def _take_actions():
+    return sorted(a.name for a in bpy.data.actions if a.get("thunder_take"))
+
+
+def _playing(head):
+    key = head.thunder.mesh.data.shape_keys
+    return key.animation_data.action.name if key.animation_data and key.animation_data.action else None
+
+
+@case
+def resample_combinations(work_dir, args):
+    """Every combination of 1-4 takes with any subset kept, and any take playing: Resample replaces exactly the
+    unkept takes in their places (same name, new seed, new action; the old action removed), never touches a
+    kept one, leaks no action, and the take that played plays (its replacement if it was replaced); with every
+    take kept it adds one new take, which plays. The notice names the takes it made."""
+    import itertools
+
+    thunder = install_extension(args["zip"])
+    api, scene = thunder.api, bpy.context.scene
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=1)
+    head = api.add_head()
+    takes_of = head.thunder.takes
+    tried = 0
+    for n in range(1, 5):
+        for kept in itertools.chain.from_iterable(itertools.combinations(range(n), k) for k in range(n + 1)):
+            while len(takes_of):
+                api.delete_take(head, 0)
+            check(_take_actions() == [], f"deleting every take left actions {_take_actions()}")
+            api.generate(head, strip=strip.name, takes=n, seed=100 * n + tried, steps=1)
+            playing = tried % n
+            for index in kept:
+                api.keep_take(head, index)
+            api.activate_take(head, playing)
+            before = [(t.name, t.seed, t.action.name, t.file, t.kept) for t in takes_of]
+            label = f"{n} takes, kept {list(kept)}, playing {playing}"
+
+            api.resample(head)
+            after = [(t.name, t.seed, t.action.name, t.file, t.kept) for t in takes_of]
+            unkept = [k for k in range(n) if k not in kept]
+            expected_len = n if unkept else n + 1
+            check(len(after) == expected_len, f"{label}: {len(after)} takes after resample, expected {expected_len}")
+            for k in kept:
+                check(after[k] == before[k], f"{label}: the kept take {before[k][0]} changed: {after[k]}")
+            old_seeds = {b[1] for b in before}
+            for k in unkept:
+                name, seed, action, file, is_kept = after[k]
+                check(name == before[k][0] and not is_kept, f"{label}: take {k + 1} is {after[k]}, not a "
+                                                            f"replacement of {before[k][0]}")
+                check(seed not in old_seeds and action != before[k][2] and file != before[k][3],
+                      f"{label}: take {name} was not resampled: {after[k]} (before {before[k]})")
+                check(before[k][2] not in bpy.data.actions, f"{label}: the replaced action {before[k][2]} leaked")
+            if not unkept:
+                check(after[n][0] == f"Take {n + 1}" and after[n][1] not in old_seeds, f"{label}: added {after[n]}")
+            check(len({a[1] for a in after}) == len(after), f"{label}: seeds repeat: {[a[1] for a in after]}")
+            check(_take_actions() == sorted(a[2] for a in after),
+                  f"{label}: the actions {_take_actions()} are not the takes' {sorted(a[2] for a in after)}")
+            want_playing = playing if unkept else n
+            check(head.thunder.active_take == want_playing and _playing(head) == after[want_playing][2],
+                  f"{label}: take {head.thunder.active_take + 1} plays {_playing(head)}, expected "
+                  f"{after[want_playing][0]}")
+            made = [after[k][0] for k in unkept] or [after[n][0]]
+            check(api.notice.text.endswith(", ".join(made)), f"{label}: the notice says {api.notice.text!r}, "
+                                                             f"not the takes {made}")
+            tried += 1
+    return {"combinations": tried}
+
+
+def _mixdown_clicks(path, minimum_gap=0.05):
+    """The scene seconds at which the clicks of a mixdown WAV start."""
+    import wave
+
+    with wave.open(str(path)) as file:
+        rate, channels = file.getframerate(), file.getnchannels()
+        samples = np.frombuffer(file.readframes(file.getnframes()), dtype=np.int16).reshape(-1, channels)
+    loud = np.abs(samples[:, 0].astype(np.float64))
+    if loud.max(initial=0.0) < 1000:
+        return []
+    above = np.flatnonzero(loud > 0.5 * loud.max())
+    starts = above[np.insert(np.diff(above) > minimum_gap * rate, 0, True)]
+    return list(starts / rate)
+
+
+def write_clicks(path, clicks, seconds, rate=48000):
+    """A WAV of silence with a short full-scale click at each of `clicks` (file seconds)."""
+    import wave
+
+    samples = np.zeros(int(seconds * rate), dtype=np.int16)
+    for at in clicks:
+        samples[int(round(at * rate)):int(round(at * rate)) + 24] = 30000
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes(samples.tobytes())
+    return path
+
+
+@case
+def strip_timing_matches_mixdown(work_dir, args):
+    """The add-on's timing rule (sound.strip_audio's AudioRange: file second t is keyed at frame
+    frame_start + (t - start) * fps, for start <= t < end) against what Blender plays: the scene's mixdown of a
+    strip of clicks, for several sound offsets, trims and frame rates. Every click the rule keys is heard at its
+    frame (to 0.1 frame), and no click it leaves out is heard."""
+    thunder = install_extension(args["zip"])
+    scene = bpy.context.scene
+    clicks, seconds = [0.4, 1.0, 1.6, 2.45], 3.0
+    wav = write_clicks(work_dir / "clicks.wav", clicks, seconds)
+    content_start, tolerance, near_edge = 11, 0.1, 0.06
+    results, worst = [], 0.0
+    for fps, base in ((24, 1.0), (25, 1.0), (30000, 1001.0)):
+        for offset in (0.0, 0.5, -0.5, 0.27):
+            for trim_left, trim_right in ((0, 0), (7, 0), (0, 9), (7, 9)):
+                scene.render.fps, scene.render.fps_base = fps, base
+                scene.frame_start, scene.frame_end = 1, 160
+                editor = scene.sequence_editor or scene.sequence_editor_create()
+                for old in list(editor.strips):
+                    editor.strips.remove(old)
+                strip = editor.strips.new_sound("clicks", str(wav), 1, content_start)
+                strip.sound_offset = offset
+                timing = thunder.compat.strip_timing(strip)
+                if trim_left:
+                    thunder.compat.set_strip_frame(strip, "left", int(timing.left) + trim_left)
+                if trim_right:
+                    thunder.compat.set_strip_frame(strip, "right", int(timing.right) - trim_right)
+                heard_range = thunder.sound.strip_audio(scene, strip.name)
+                rate = fps / base
+                end = heard_range.end if heard_range.end is not None else seconds
+                keyed = [heard_range.frame_start + (c - heard_range.start) * rate for c in clicks
+                         if heard_range.start <= c < end]
+                edges = [heard_range.start, end]
+                ambiguous = [heard_range.frame_start + (c - heard_range.start) * rate for c in clicks
+                             if min(abs(c - e) for e in edges) < near_edge]
+                mix = work_dir / "mixdown.wav"
+                bpy.ops.sound.mixdown(filepath=str(mix), container="WAV", codec="PCM", format="S16", accuracy=128)
+                heard = [scene.frame_start + t * rate for t in _mixdown_clicks(mix)]
+                label = (f"fps {fps}/{base:g}, offset {offset:+g} s, trims {trim_left}/{trim_right}: the add-on "
+                         f"keys clicks at frames {np.round(keyed, 2).tolist()}, Blender plays them at "
+                         f"{np.round(heard, 2).tolist()}")
+                keyed = [f for f in keyed if min((abs(f - a) for a in ambiguous), default=1) > 1e-6]
+                heard = [f for f in heard if min((abs(f - a) for a in ambiguous), default=9) > 2.0]
+                check(len(keyed) == len(heard), label)
+                for want, got in zip(keyed, heard):
+                    check(abs(want - got) < tolerance, label)
+                    worst = max(worst, abs(want - got))
+                results.append(label)
+    return {"cases": len(results), "worst_frames": worst}
+
+
+@case
+def make_retimed_blend(work_dir, args):
+    """Write a .blend with a retimed sound strip (args["blend"]), for Blenders that can add retiming keys from
+    a script (5.2; 4.5 and 5.0.1 crash headless in RetimingKeys.add, and the sequencer.retiming_* operators need
+    a Sequencer area). tests/data/retimed_strip.blend was made so, with bpy 5.2.3:
+        python tests/blender_cases.py make_retimed_blend WORK '{"wav": "voice.wav", "blend": "retimed_strip.blend"}'
+    4.5 and 5.0.1 read it (tests/test_blender_addon.py checks each sees the keys)."""
+    scene = bpy.context.scene
+    editor = scene.sequence_editor_create()
+    strip = editor.strips.new_sound("voice", args["wav"], 1, 11)
+    strip.retiming_keys.add(timeline_frame=23)
+    strip.retiming_keys[1].timeline_frame = 17   # the first half second plays twice as fast
+    strip.sound.filepath = "//" + Path(args["wav"]).name   # no path of the machine that made it
+    bpy.ops.wm.save_as_mainfile(filepath=args["blend"], relative_remap=False)
+    return {"keys": [key.timeline_frame for key in strip.retiming_keys]}
+
+
+@case
+def retimed_strip_refused(work_dir, args):
+    """A strip with retiming keys (another speed) gets a sentence and nothing is sampled."""
+    bpy.ops.wm.open_mainfile(filepath=args["blend"])
+    thunder = install_extension(args["zip"])
+    scene = bpy.context.scene
+    strip = thunder.compat.sound_strips(scene)[0]
+    check(len(strip.retiming_keys) > 0, "the strip of the .blend has no retiming keys")
+    check(thunder.sound.retimed(strip), "the add-on does not see the retiming")
+    try:
+        thunder.sound.strip_audio(scene, strip.name)
+        check(False, "a retimed strip was accepted")
+    except thunder.api.ThunderError as error:
+        said = str(error)
+    check("retimed" in said and strip.name in said and "\n" not in said, said)
+    # A plain strip beside it is still fine.
+    plain = scene.sequence_editor.strips.new_sound("plain", args["wav"], 2, 1)
+    check(not thunder.sound.retimed(plain), "a plain strip counts as retimed")
+    thunder.sound.strip_audio(scene, plain.name)
+    return {"said": said}
+
+
+def _refused(action, *words):
+    """Run action; it must raise the add-on's user error whose sentence holds each of words. Returns it."""
+    from importlib import import_module
+
+    api = import_module(f"{MODULE}.api")
+    try:
+        action()
+    except api.USER_ERRORS as error:
+        said = str(error)
+    else:
+        raise AssertionError(f"{action} was not refused")
+    check("\n" not in said and "Traceback" not in said, said)
+    for word in words:
+        check(word in said, f"the sentence {said!r} does not name {word!r}")
+    return said
+
+
+@case
+def untrusted_heads_and_takes(work_dir, args):
+    """An edited head (vertices deleted, or subdivided) is refused by Generate, Resample, Play Take and Export,
+    saying what changed; a take without a seed (or with damaged settings) is a sentence and nothing is keyed;
+    the head's mesh deleted while a job runs is a sentence and nothing changes; a takes folder that cannot be
+    used, and numbers out of range, are sentences before anything is sampled."""
+    import bmesh
+
+    thunder = install_extension(args["zip"])
+    api, scene = thunder.api, bpy.context.scene
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=1)
+    said = {}
+
+    # Numbers out of range: one sentence each, nothing sampled (the backend is not even started).
+    head = api.add_head()
+    for field, value in (("takes", 0), ("takes", 17), ("steps", 0), ("steps", 1e9), ("guidance", float("nan")),
+                         ("guidance", 1e30), ("intensity", 2.0), ("seed", -1), ("seed", 2**31)):
+        kwargs = {field: value, "emotion": "happy"} if field == "intensity" else {field: value}
+        said[f"{field}={value}"] = _refused(lambda: api.generate(head, strip=strip.name, **kwargs), field)
+    scene.render.fps, scene.render.fps_base = 120, 0.25
+    said["fps 480"] = _refused(lambda: api.generate(head, strip=strip.name), "frame rate", "240")
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    check(len(head.thunder.takes) == 0, "a refused generate made takes")
+
+    # The takes folder: a file where it should be (beside the saved .blend), or a place that takes no files.
+    project = work_dir / "project"
+    project.mkdir()
+    bpy.ops.wm.save_as_mainfile(filepath=str(project / "scene.blend"))
+    head = bpy.data.objects[head.name]
+    (project / "thunder_takes").write_text("not a folder")
+    said["takes folder is a file"] = _refused(lambda: api.generate(head, strip=strip.name, takes=1, steps=1),
+                                              "takes folder", "thunder_takes")
+    (project / "thunder_takes").unlink()
+    for place in ("/proc/thunder_takes", "/sys/thunder_takes"):
+        said[place] = _refused(lambda: api.check_folder(Path(place), "the takes folder"), place)
+    check(len(head.thunder.takes) == 0, "a refused generate made takes")
+
+    # A take without a seed, or with damaged settings, from the reader: a sentence, nothing keyed.
+    api.generate(head, strip=strip.name, takes=1, seed=3, steps=1)
+    check(len(head.thunder.takes) == 1, "generate did not make a take")
+    reader = api.read_take
+    for what, damage, word in (("no seed", lambda meta: meta.pop("seed"), "seed"),
+                               ("seed text", lambda meta: meta.update(seed="7"), "seed"),
+                               ("settings a list", lambda meta: meta.update(settings=[1]), "settings")):
+        def damaged(path, damage=damage):
+            take = reader(path)
+            if path.endswith("seed10.npz"):   # the second of the two takes: the first must not be keyed either
+                damage(take.meta)
+            return take
+        api.read_take = damaged
+        try:
+            said[f"take: {what}"] = _refused(lambda: api.generate(head, strip=strip.name, takes=2, seed=9, steps=1),
+                                            word)
+        finally:
+            api.read_take = reader
+        check(len(head.thunder.takes) == 1 and len(_take_actions()) == 1, "a damaged take changed the head")
+
+    # The head's mesh deleted while a job runs: a sentence, nothing else changes.
+    before = [(t.name, t.action.name) for t in head.thunder.takes]
+    api.generate(head, strip=strip.name, takes=1, steps=30, wait=False)
+    mesh_name = head.thunder.mesh.name
+    bpy.data.objects.remove(head.thunder.mesh)
+    _wait_for(thunder, lambda: session_idle(thunder), "the job to end")
+    check(api.notice.level == "ERROR" and "deleted while Thunder was generating" in api.notice.text
+          and head.name in api.notice.text, api.notice.text)
+    said["mesh deleted while generating"] = api.notice.text
+    check([(t.name, t.action.name) for t in head.thunder.takes] == before and _take_actions() == [before[0][1]],
+          f"the takes changed: {[(t.name, t.action.name) for t in head.thunder.takes]}")
+    check(mesh_name not in bpy.data.objects, "the mesh came back")
+
+    # Edited heads: vertices deleted, or faces subdivided.
+    for edit in ("delete", "subdivide"):
+        head = api.add_head(name=f"{edit} head")
+        api.generate(head, strip=strip.name, takes=2, seed=1, steps=1)
+        mesh = head.thunder.mesh.data
+        built = len(mesh.vertices)
+        edited = bmesh.new()
+        edited.from_mesh(mesh)
+        if edit == "delete":
+            bmesh.ops.delete(edited, geom=list(edited.verts)[:23], context="VERTS")
+        else:
+            bmesh.ops.subdivide_edges(edited, edges=list(edited.edges)[:10], cuts=1)
+        edited.to_mesh(mesh)
+        edited.free()
+        mesh.update()
+        now = len(mesh.vertices)
+        check(now != built, f"the {edit} edit did not change the vertex count")
+        words = (f"'{head.name}'", f"has {now} vertices", f"built it with {built}")
+        takes_before, actions_before = len(head.thunder.takes), _take_actions()
+        said[f"{edit}: generate"] = _refused(lambda: api.generate(head, strip=strip.name, takes=1, steps=1), *words)
+        said[f"{edit}: resample"] = _refused(lambda: api.resample(head), *words)
+        said[f"{edit}: play take"] = _refused(lambda: api.activate_take(head, 0), *words)
+        folder = work_dir / f"export-{edit}"
+        said[f"{edit}: export"] = _refused(lambda: api.export(head, str(folder), formats=("fbx",)), *words)
+        check(not folder.exists() or not any(folder.iterdir()), "an edited head was exported")
+        check(len(head.thunder.takes) == takes_before and _take_actions() == actions_before,
+              "a refused action changed the takes")
+        # Deleting a take still works on an edited head (it puts nothing on the mesh).
+        api.delete_take(head, 0)
+        check(len(head.thunder.takes) == takes_before - 1, "a take of an edited head could not be deleted")
+    return {"said": said}
 
 
 def session_idle(thunder):

@@ -10,6 +10,7 @@ comes from the FAKE_BACKEND_MODE environment variable:
     import_error   a ModuleNotFoundError traceback for torch on stderr, exit status 1, before "ready"
     spawn_child    starts `sleep 600` in its process group (its pid is in ready and hello as child_pid)
     stubborn       ignores SIGTERM and the shutdown request (only SIGKILL ends it)
+    silent         starts, writes a line to stderr, and never says "ready" (nor anything else)
 
 Run as `python tests/fake_backend.py [serve options, ignored]`.
 """
@@ -200,6 +201,12 @@ def main() -> int:
                          '_run_module_as_main\n  File "backend/cli.py", line 12, in <module>\n    import torch\n'
                          "ModuleNotFoundError: No module named 'torch'\n")
         return 1
+    if MODE == "silent":
+        sys.stderr.write("fake backend: waiting for something that never comes (on purpose)\n")
+        sys.stderr.flush()
+        for _ in sys.stdin:   # reads requests and answers none, until stdin closes
+            pass
+        return 0
     if MODE == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if MODE == "spawn_child":

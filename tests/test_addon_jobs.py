@@ -104,8 +104,9 @@ class Recorder:
 SETTINGS = {"python": sys.executable, "checkpoint": None, "device": "cpu", "threads": 1}
 
 
-def fake_manager(*modes, spy=None):
-    """A JobManager whose backends are fake_backend.py in the given modes, one per start (the last repeats)."""
+def fake_manager(*modes, spy=None, **options):
+    """A JobManager whose backends are fake_backend.py in the given modes, one per start (the last repeats);
+    options go to JobManager (start_timeout)."""
     modes = list(modes) or ["normal"]
 
     def factory(python, args):
@@ -116,7 +117,7 @@ def fake_manager(*modes, spy=None):
             spy.append(process)
         return process
 
-    return JobManager(lambda: dict(SETTINGS), process_factory=factory)
+    return JobManager(lambda: dict(SETTINGS), process_factory=factory, **options)
 
 
 @pytest.fixture
@@ -402,6 +403,25 @@ def test_an_import_error_names_the_missing_module(managers, speech):
     with pytest.raises(BackendError) as error:  # the same in background mode
         manager.request_sync("hello", timeout=20)
     assert str(error.value) == expected
+
+
+def test_a_backend_that_never_says_ready_times_out_with_a_sentence(managers, speech):
+    """It runs but answers nothing: after start_timeout the panel says so (not "starting" forever), the job
+    fails through on_error, the process is stopped, and background mode gets the same sentence."""
+    spy = []
+    manager = fake_manager("silent", spy=spy, start_timeout=1.0)
+    managers.append(manager)
+    assert jobs.START_TIMEOUT_SECONDS >= 30   # the default leaves a slow disk time to import torch
+    record = Recorder()
+    manager.start({"type": "generate", "audio": str(speech)}, **record.callbacks())
+    drive(manager, lambda: manager.status == "error", timeout=15)
+    assert manager.message.startswith("Thunder's backend did not say it was ready within 1 s, so it was stopped")
+    assert "Backend Python" in manager.message and "never comes (on purpose)" in manager.message
+    assert record.finals() == [("error", manager.message, record.finals()[0][2])]
+    assert wait_until(lambda: process_ended(spy[0].pid), 10), "the silent backend was left running"
+    assert manager.poll() is False   # nothing left to poll: the UI's timer stops
+    with pytest.raises(BackendError, match="did not say it was ready within 1 s"):
+        manager.request_sync("hello", timeout=20)
 
 
 @pytest.mark.timeout(60)

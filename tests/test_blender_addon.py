@@ -2,6 +2,8 @@
 real backend and the shipped model: each case runs in its own process (tests/blender_cases.py), on this
 environment's bpy and on every Blender Python in THUNDER_BLENDER_PYTHONS."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,48 @@ def test_add_flame_head_from_the_users_file(extension_zip, tmp_path):
     np.testing.assert_allclose(np.load(plain["basis"]), template, atol=1e-6)
     np.testing.assert_allclose(np.load(shaped["basis"]), with_shape, atol=1e-6)
     assert np.abs(with_shape - template).max() > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- takes you can trust
+@pytest.fixture(scope="module")
+def short_voice(tmp_path_factory):
+    return write_speech(tmp_path_factory.mktemp("short") / "short.wav", seconds=0.6, rate=16000)
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_resample_replaces_exactly_the_unkept_takes(python, extension_zip, short_voice, tmp_path):
+    """Every combination of 1-4 takes with any of them kept, in one Blender process (the checks are the case's)."""
+    result = run_in_blender("resample_combinations", python, tmp_path,
+                            {"zip": str(extension_zip), "wav": str(short_voice)}, timeout=600)
+    assert result["combinations"] == 2 + 4 + 8 + 16
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_strip_timing_is_what_the_mixdown_plays(python, extension_zip, tmp_path):
+    """The add-on keys each click of a strip at the frame Blender's own mixdown plays it, for offsets of 0,
+    +0.5, -0.5 and 0.27 s, left and right trims, at 24, 25 and 30000/1001 fps."""
+    result = run_in_blender("strip_timing_matches_mixdown", python, tmp_path, {"zip": str(extension_zip)},
+                            timeout=600)
+    assert result["cases"] == 3 * 4 * 4 and result["worst_frames"] < 0.1, result
+
+
+RETIMED_BLEND = Path(__file__).with_name("data") / "retimed_strip.blend"
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_a_retimed_strip_is_refused_with_a_sentence(python, extension_zip, short_voice, tmp_path):
+    result = run_in_blender("retimed_strip_refused", python, tmp_path,
+                            {"zip": str(extension_zip), "wav": str(short_voice), "blend": str(RETIMED_BLEND)},
+                            timeout=300)
+    assert result["said"].startswith("the sound strip 'voice' is retimed"), result
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_untrusted_heads_takes_folders_and_numbers_are_sentences(python, extension_zip, short_voice, tmp_path):
+    result = run_in_blender("untrusted_heads_and_takes", python, tmp_path,
+                            {"zip": str(extension_zip), "wav": str(short_voice)}, timeout=600)
+    said = result["said"]
+    assert len(said) == 9 + 1 + 1 + 2 + 3 + 1 + 8, sorted(said)
+    for sentence in said.values():
+        assert "Traceback" not in sentence and "\n" not in sentence, sentence
+    print("\n".join(f"{what}: {sentence}" for what, sentence in said.items()))

@@ -161,7 +161,7 @@ def test_blend_holds_the_head_takes_and_sound(generated):
     assert info["strips"] == 1 and Path(info["sound_file"]).resolve() == audio.resolve()
     assert info["sound_packed"], "the .blend does not carry its sound"
     assert info["left"] == 1.0 and info["content_start"] < 1.0
-    assert info["content_start"] + (0.3 - info["sound_offset"]) * 24 == pytest.approx(1.0, abs=1e-5)
+    assert info["content_start"] + (0.3 + info["sound_offset"]) * 24 == pytest.approx(1.0, abs=1e-5)
     assert info["heard_start"] == pytest.approx(0.3, abs=1e-5) and info["heard_frame"] == pytest.approx(1.0)
     assert info["heard_end"] is None   # the takes go on to the file's end
     assert info["settings_strip"] == "speech.wav" and info["settings_head"] == "speech head"

@@ -10,8 +10,8 @@
 In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
 backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module), where timers
 never fire, they run to the end before returning, unless wait=False: then call api.poll() until it
-returns False. Problems raise ThunderError (or a subclass) with one sentence; the same
-sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
+returns False. Problems raise ThunderError (every error class of the add-on derives from it; USER_ERRORS
+adds the take reader's TakeReadError) with one sentence; the same sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
 """
 
 from __future__ import annotations
@@ -26,22 +26,19 @@ from pathlib import Path
 import bpy
 
 from . import head_build, session, takes
-from .backend_process import BackendError
-from .export import ExportError, export_takes
-from .head_build import HeadBuildError, head_of
-from .sound import AudioSourceError, file_audio, strip_audio
+from .properties import LIMITS
+from .errors import ThunderError
+from .export import check_folder, export_takes
+from .head_build import check_head, head_of
+from .sound import AudioSourceError, file_audio, scene_fps, strip_audio
 from .take_file import TakeReadError, read_take
-from .takes import TakeError
 
-MAX_SEED = 2**31 - 1
-
-
-class ThunderError(Exception):
-    """A problem the user can act on; its text is one sentence for the panel."""
+MAX_SEED = LIMITS["seed"][1]
 
 
-# The errors of the add-on's modules, all shown the same way.
-USER_ERRORS = (ThunderError, BackendError, AudioSourceError, HeadBuildError, TakeReadError, TakeError, ExportError)
+# Every user error of the add-on's modules is a ThunderError (thunder_blender/errors.py); the take reader's
+# TakeReadError (take_file.py, shared in spirit with the backend's reader) is listed beside it.
+USER_ERRORS = (ThunderError, TakeReadError)
 
 
 @dataclass
@@ -158,10 +155,11 @@ def generate(head=None, strip: str | None = None, audio_file: str | None = None,
     restored when the last take is deleted). Returns the job (interactive) or the new takes' names."""
     context = context or bpy.context
     head = resolve_head(head, context)
+    check_head(head)
     audio = strip_audio(context.scene, strip) if strip is not None else file_audio(context.scene, audio_file or "")
     seeds = _seeds(takes, seed)
-    settings = {"steps": int(steps), "guidance": float(guidance), "emotion": emotion,
-                "intensity": float(intensity) if emotion != "neutral" else 0.0}
+    settings = _checked_settings({"steps": steps, "guidance": guidance, "emotion": emotion,
+                                  "intensity": intensity if emotion != "neutral" else 0.0})
     return _start_generate(context, head, audio.path, audio.start, audio.end, audio.frame_start, audio.fps, seeds,
                            settings, replace_animation, wait, replacing=[])
 
@@ -172,6 +170,7 @@ def resample(head=None, wait: bool | None = None, context=None):
     take's settings."""
     context = context or bpy.context
     head = resolve_head(head, context)
+    check_head(head)
     thunder = head.thunder
     if not len(thunder.takes):
         raise ThunderError(f"{head.name} has no takes to resample; Generate first")
@@ -181,21 +180,54 @@ def resample(head=None, wait: bool | None = None, context=None):
         model = next(item for item in thunder.takes if item.name == replacing[0])
     if not os.path.isfile(model.audio):
         raise AudioSourceError(f"the audio of {model.name}, {model.audio}, does not exist any more")
-    settings = json.loads(model.settings)
+    try:
+        settings = json.loads(model.settings)
+    except ValueError:
+        settings = None
+    if not isinstance(settings, dict):
+        raise ThunderError(f"the settings of {model.name} are damaged; Generate again instead")
+    settings = _checked_settings(settings, f"{model.name}'s ")
     seeds = _seeds(max(1, len(replacing)), None, avoid={item.seed for item in thunder.takes})
     end = model.audio_end if model.audio_end > model.audio_start else None
-    fps = context.scene.render.fps / context.scene.render.fps_base
+    fps = scene_fps(context.scene)
     return _start_generate(context, head, model.audio, model.audio_start, end, model.frame_start, fps, seeds,
                            settings, True, wait, replacing=replacing)
 
 
+def checked_number(name: str, value, integer: bool = False, low=None, high=None, label: str | None = None):
+    """`value` as a number within LIMITS[name] (or low..high), else ThunderError naming it: the one check of
+    every number the add-on sends to the backend."""
+    low = LIMITS[name][0] if low is None else low
+    high = LIMITS[name][1] if high is None else high
+    try:
+        number = float(value)
+        if isinstance(value, bool) or (integer and number != int(number)):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not low <= number <= high:   # NaN fails the comparison too
+        kind = "a whole number" if integer else "a number"
+        shown = (f"{int(low)} to {int(high)}" if integer else f"{low:g} to {high:g}")
+        raise ThunderError(f"{label or name} must be {kind} from {shown}, not {value!r}")
+    return int(number) if integer else number
+
+
+def _checked_settings(settings: dict, whose: str = "") -> dict:
+    """The sampling settings with steps, guidance and intensity checked (other keys pass through)."""
+    checked = dict(settings)
+    for name, default in (("steps", 10), ("guidance", 1.0), ("intensity", 0.0)):
+        checked[name] = checked_number(name, settings.get(name, default), integer=name == "steps",
+                                       label=f"{whose}{name}")
+    if not isinstance(settings.get("emotion", "neutral"), str):
+        raise ThunderError(f"{whose}emotion must be a name, not {settings.get('emotion')!r}")
+    return checked
+
+
 def _seeds(count: int, seed, avoid=frozenset()) -> list[int]:
-    if not 1 <= int(count) <= 64:
-        raise ThunderError(f"the number of takes must be between 1 and 64, not {count}")
+    count = checked_number("takes", count, integer=True)
     if seed is not None:
-        if not 0 <= int(seed) <= MAX_SEED - count:
-            raise ThunderError(f"a seed must be between 0 and {MAX_SEED - count}, not {seed}")
-        return [int(seed) + k for k in range(count)]
+        seed = checked_number("seed", seed, integer=True, high=MAX_SEED - count + 1)
+        return [seed + k for k in range(count)]
     draw = random.SystemRandom()
     seeds: list[int] = []
     while len(seeds) < count:
@@ -221,10 +253,13 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
     if foreign and not replace_animation:
         raise ThunderError(f"{head.name} already plays animation that is not a Thunder take ({', '.join(foreign)}); "
                            "tick Replace existing animation to keep it aside (it is never deleted)")
+    fps = checked_number("fps", fps, label="the scene's frame rate (Frame Rate / Base, in frames per second)")
+    out = takes_folder()
+    check_folder(out.parent, "the takes folder")   # before sampling: a folder that cannot take files is a sentence
     # The callbacks run later, from a timer: hold names, not the operator's context or its datablocks.
     head_name, scene_name = head.name, context.scene.name
-    request = {"type": "generate", "audio": audio_path, "start": float(start), "fps": float(fps),
-               "seeds": seeds, "settings": settings, "out": str(takes_folder())}
+    request = {"type": "generate", "audio": audio_path, "start": float(start), "fps": fps,
+               "seeds": seeds, "settings": settings, "out": str(out)}
     if end is not None:
         request["end"] = float(end)
     added: list[str] = []
@@ -241,18 +276,36 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
             _say("ERROR", f"the head {head_name} was removed while Thunder was generating; "
                           f"the takes are in {event['folder']}")
             return
+        mesh = target.thunder.mesh
+        if mesh is None or not mesh.users_collection:
+            _say("ERROR", f"the mesh of the head {head_name} was deleted while Thunder was generating; nothing "
+                          f"was changed, and the take files are in {event['folder']}")
+            return
+        try:
+            check_head(target)
+        except ThunderError as exc:
+            _say("ERROR", f"{exc} (it changed while Thunder was generating; the take files are in "
+                          f"{event['folder']})")
+            return
+        # Every take is read and checked before the head changes, so a bad one changes nothing.
+        arrived = [read_take(entry["path"]) for entry in event["takes"]]
+        for take in arrived:
+            takes.take_fields(take)
         takes.keep_original_animation(target)
         thunder = target.thunder
         thunder.batches += 1
-        replaced = {name: next((item for item in thunder.takes if item.name == name), None) for name in replacing}
-        for entry in event["takes"]:
-            take = read_take(entry["path"])
-            old = replaced.pop(next(iter(replaced)), None) if replaced else None
-            label = old.name if old is not None else None
-            if old is not None:
-                takes.delete(target, list(thunder.takes).index(old))
-            item = takes.add_take(target, take, frame_start, thunder.batches, audio_path,
-                                  label=_unique_label(thunder, label))
+        # The takes to replace, by name, looked up when the result arrives: a take kept, renamed or deleted
+        # meanwhile is left alone (the new take is then added instead).
+        places = [name for name in replacing
+                  if any(item.name == name and not item.kept for item in thunder.takes)]
+        for take in arrived:
+            if places:
+                name = places.pop(0)
+                index = next(k for k, item in enumerate(thunder.takes) if item.name == name)
+                item = takes.replace_take(target, index, take, frame_start, thunder.batches, audio_path)
+            else:
+                item = takes.add_take(target, take, frame_start, thunder.batches, audio_path,
+                                      label=_unique_label(thunder, None))
             added.append(item.name)
         scene = bpy.data.scenes.get(scene_name)
         if scene is not None:
@@ -323,7 +376,7 @@ def _take_index(head, take) -> int:
 def activate_take(head, take) -> None:
     """Play a take (by index or name)."""
     head = resolve_head(head)
-    takes.activate(head, _take_index(head, take))
+    takes.activate(head, _take_index(head, take))   # refuses an edited head (head_build.check_head)
 
 
 def delete_take(head, take) -> None:
@@ -351,6 +404,7 @@ def export(head=None, folder: str | None = None, formats=("fbx", "abc", "usd"), 
            overwrite: bool = False) -> list[Path]:
     """Export the active take (or every take, one file each) to FBX, Alembic and/or USD in `folder`."""
     head = resolve_head(head)
+    check_head(head)
     if not len(head.thunder.takes):
         raise ThunderError(f"{head.name} has no takes to export; Generate first")
     folder = bpy.path.abspath(folder or bpy.context.scene.thunder.export_folder)

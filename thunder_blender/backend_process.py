@@ -29,6 +29,8 @@ import subprocess
 import threading
 import time
 
+from .errors import ThunderError
+
 STDERR_LINES = 200
 ENV_VAR = "THUNDER_BACKEND_PYTHON"
 INSTALL_HINT = "pip install thunder-talking-heads"
@@ -37,7 +39,7 @@ WHERE_TO_SET = "Preferences > Add-ons > Thunder"
 ENV_PYTHONS = (("bin", "python3"), ("bin", "python"), ("Scripts", "python.exe"), ("python.exe",))
 
 
-class BackendError(Exception):
+class BackendError(ThunderError):
     """Something about the backend process went wrong; str() is one sentence an animator can act on."""
 
 

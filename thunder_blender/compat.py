@@ -1,7 +1,8 @@
 """The few places where Blender 4.5 and 5.x differ, read through one function each.
 
 - Sound strips: `scene.sequence_editor.strips` (4.5 also has `sequences`, 5.0 only `strips`); 5.2 renames
-  frame_start / frame_final_start / frame_final_end to content_start / left_handle / right_handle.
+  frame_start / frame_final_start / frame_final_end / frame_duration to content_start / left_handle /
+  right_handle / content_duration (its `duration` is the trimmed length).
 - Animation: Blender 5 has no Action.fcurves. Both 4.5 and 5.x have slotted actions: an action holds slots
   (one per animated datablock: here the Key and the armature of one take), and a keyframe strip holds one
   channelbag of F-curves per slot.
@@ -27,7 +28,7 @@ def sound_strips(scene) -> list:
 class StripTiming:
     """Where a strip's content sits on the timeline, in frames; sound_offset in seconds."""
 
-    content_start: float   # the frame where the sound's second `sound_offset` plays
+    content_start: float   # the frame where the sound's second 0 plays, before the offset delays it
     duration: float        # the content's length in frames, untrimmed
     left: float            # the first frame that plays (after trimming)
     right: float           # the frame after the last one that plays
@@ -35,7 +36,9 @@ class StripTiming:
 
 
 # Each timing field's name in 5.2, then in 4.5 / 5.0.
-STRIP_FIELDS = {"content_start": ("content_start", "frame_start"), "duration": ("duration", "frame_duration"),
+# 5.2's `duration` is the trimmed length (right - left): the content's length there is `content_duration`.
+STRIP_FIELDS = {"content_start": ("content_start", "frame_start"),
+                "duration": ("content_duration", "frame_duration"),
                 "left": ("left_handle", "frame_final_start"), "right": ("right_handle", "frame_final_end")}
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import bpy
 
 from . import compat
+from .errors import ThunderError
 from .takes import activate, shape_key_datablock
 
 FORMATS = ("fbx", "abc", "usd")
@@ -67,7 +68,7 @@ _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 1
                      *(f"LPT{i}" for i in range(1, 10))}
 
 
-class ExportError(Exception):
+class ExportError(ThunderError):
     """A take that cannot be exported to the file or folder asked for; one sentence."""
 
 
@@ -95,8 +96,9 @@ def planned_paths(folder, head_name: str, take_names, formats=FORMATS) -> list[P
     return paths
 
 
-def check_folder(folder) -> Path:
-    """Make `folder` (and its parents) if needed and prove it writable by writing a file there."""
+def check_folder(folder, what: str = "the export folder") -> Path:
+    """Make `folder` (and its parents) if needed and prove it writable by writing a file there; `what` names
+    it in the sentence (the export folder, the takes folder)."""
     folder = Path(folder)
     problem = None
     if folder.exists() and not folder.is_dir():
@@ -111,7 +113,7 @@ def check_folder(folder) -> Path:
             if isinstance(error, (NotADirectoryError, FileExistsError)):
                 problem = "part of its path is a file, not a folder"
     if problem:
-        raise ExportError(f"the export folder {folder} cannot be written: {problem}")
+        raise ExportError(f"{what} {folder} cannot be written: {problem}")
     return folder
 
 

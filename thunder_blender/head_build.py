@@ -24,6 +24,7 @@ import bpy
 import numpy as np
 
 from . import rig_math
+from .errors import ThunderError
 
 SLIDER_RANGE = 10.0   # Blender's hard limit for shape-key sliders
 BONE_LENGTHS = {"global": 0.06, "neck": 0.05, "jaw": 0.03, "eye_left": 0.015, "eye_right": 0.015}
@@ -39,7 +40,7 @@ REGION_COLORS = {
 }
 
 
-class HeadBuildError(Exception):
+class HeadBuildError(ThunderError):
     """The head file cannot be built into a Blender head; one sentence."""
 
 
@@ -126,6 +127,9 @@ def build_head(head_file, info: dict, name: str | None = None, collection=None, 
     armature["thunder_joint_names"] = joint_names
     armature["thunder_expression_names"] = expression_names
     armature["thunder_joint_expression_basis"] = arrays["joint_expression_basis"].astype(np.float64).ravel().tolist()
+    # The mesh as built: takes key these vertices, so an edited mesh (check_head) must not get a take.
+    armature["thunder_vertex_count"] = len(mesh.vertices)
+    armature["thunder_face_count"] = len(mesh.polygons)
 
     mesh_object.parent = armature_object
     for j, joint in enumerate(joint_names):
@@ -174,6 +178,33 @@ def head_of(obj):
         if candidate is not None and candidate.type == "ARMATURE" and candidate.thunder.is_head:
             return candidate
     return None
+
+
+def check_head(head_object) -> None:
+    """HeadBuildError (one sentence saying what changed) unless the head's mesh is still the one Thunder built:
+    its mesh object, its vertex and face counts, and its shape keys. Takes key Thunder's vertices by index, so
+    an edited mesh would deform wrongly or export a broken rig."""
+    name = head_object.name
+    mesh_object = head_object.thunder.mesh
+    if mesh_object is None or not mesh_object.users_collection:
+        raise HeadBuildError(f"the head '{name}' has lost its mesh; add the head again (Add > Thunder Head)")
+    mesh, armature = mesh_object.data, head_object.data
+    again = ("Thunder's takes move the vertices it built, so they cannot go on an edited mesh; add the head "
+             "again (Add > Thunder Head) and edit a copy")
+    for what, built, now in (("vertices", armature.get("thunder_vertex_count"), len(mesh.vertices)),
+                             ("faces", armature.get("thunder_face_count"), len(mesh.polygons))):
+        if built is not None and int(built) != now:
+            raise HeadBuildError(f"the head '{name}' has {now} {what}, but Thunder built it with {int(built)}: {again}")
+    keys = mesh.shape_keys
+    expected = list(armature.get("thunder_expression_names") or [])
+    joint_names = list(armature.get("thunder_joint_names") or [])
+    expected += rig_math.pose_corrective_names(joint_names) if joint_names else []
+    present = set(keys.key_blocks.keys()) if keys is not None else set()
+    missing = [key for key in expected if key not in present]
+    if keys is None or missing:
+        what = "its shape keys" if keys is None or len(missing) == len(expected) else \
+            f"{len(missing)} of its shape keys ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        raise HeadBuildError(f"the head '{name}' has lost {what}: {again}")
 
 
 def head_rig_data(head_object) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import time
 
-from .backend_process import BackendError, BackendProcess, explain_start_failure, find_backend_python
+from .backend_process import WHERE_TO_SET, BackendError, BackendProcess, explain_start_failure, find_backend_python
 
 PROTOCOL = 1
+# How long a starting backend may take to say it is ready (importing torch and reading the model can take a
+# while on a slow disk) before the add-on gives up with a sentence: docs/blender_addon.md.
+START_TIMEOUT_SECONDS = 120.0
 EXIT_GRACE_SECONDS = 1.0  # after the process is seen dead, how long its last output may take to arrive
 STAGE_WORDS = {"audio": "Reading the audio", "sampling": "Sampling"}
 BUSY_WORDS = {"generate": "generating", "load": "loading a model", "head": "reading the head"}
@@ -72,8 +75,10 @@ class JobManager:
     the error, or what is going on), progress (0..1) and backend_info (the hello answer, updated by each
     `loaded`; None until the backend has said hello)."""
 
-    def __init__(self, settings_getter, process_factory=None):
+    def __init__(self, settings_getter, process_factory=None, start_timeout: float = START_TIMEOUT_SECONDS):
         self.settings_getter = settings_getter
+        self.start_timeout = start_timeout
+        self._started_at = 0.0
         self.process_factory = process_factory or BackendProcess
         self.process: BackendProcess | None = None
         self.status, self.message, self.progress = "stopped", "", 0.0
@@ -114,6 +119,7 @@ class JobManager:
             raise
         self.process = process
         self._defaults = {"checkpoint": settings.get("checkpoint"), "device": settings.get("device") or "auto"}
+        self._started_at = time.monotonic()
         self._set("starting", "Starting Thunder's backend")
 
     def stop_backend(self) -> None:
@@ -191,6 +197,9 @@ class JobManager:
                 self._dead_since = self._dead_since or time.monotonic()
                 if time.monotonic() - self._dead_since > EXIT_GRACE_SECONDS:
                     self._backend_died()
+            if self.process is process and self.status == "starting" and \
+                    time.monotonic() - self._started_at > self.start_timeout:
+                self._start_timed_out()
         return self.status == "starting" or self.job is not None
 
     def run_sync(self, request: dict, on_result=None, on_error=None, on_cancelled=None, on_progress=None,
@@ -343,6 +352,13 @@ class JobManager:
         if job is not None:
             self._finish(job, "error", {"event": "error", "id": job.id, "request": job.type, "code": "stopped",
                                         "message": sentence, "traceback": traceback})
+
+    def _start_timed_out(self) -> None:
+        """A backend that runs but never says it is ready: stop it and say so (it would stay "starting")."""
+        last = [line.strip() for line in self.process.stderr_tail(20).splitlines() if line.strip()]
+        self._fail(f"Thunder's backend did not say it was ready within {self.start_timeout:g} s, so it was "
+                   f"stopped: check Backend Python in {WHERE_TO_SET}" + (f" (it last said: {last[-1]})" if last else ""),
+                   self.process.stderr_tail(200))
 
     def _backend_died(self) -> None:
         """The process ended (its output closed, or it is gone): say why in one sentence."""

@@ -3,6 +3,11 @@ Generate and Export settings (on the scene). Saved with the file, so takes survi
 
 import bpy
 
+# The ranges of the numbers Generate sends, in one place: the panel's properties use them and api.generate
+# checks every number against them once (a script can pass anything).
+LIMITS = {"takes": (1, 16), "steps": (1, 200), "guidance": (0.0, 10.0), "intensity": (0.0, 1.0),
+          "seed": (0, 2**31 - 1), "fps": (1.0, 240.0)}
+
 # The shipped model's emotions, shown until the backend says which emotions its model knows.
 KNOWN_EMOTIONS = ["neutral", "happy", "sad"]
 _emotion_items_cache: list = []   # Blender needs the items list to outlive the callback
@@ -19,10 +24,13 @@ def emotion_items(self, context):
 
 def _activate_take(self, context):
     """Clicking a take in the list plays it: switching takes is only a change of the assigned action."""
-    from . import takes
+    from . import api, takes
 
     if 0 <= self.active_take < len(self.takes):
-        takes.activate(self.id_data, self.active_take)
+        try:
+            takes.activate(self.id_data, self.active_take)
+        except api.USER_ERRORS as exc:   # an update callback cannot report: the panel says it
+            api.notice.level, api.notice.text = "ERROR", str(exc)
 
 
 class ThunderTake(bpy.types.PropertyGroup):
@@ -71,15 +79,17 @@ class ThunderSettings(bpy.types.PropertyGroup):
     audio_file: bpy.props.StringProperty(name="Audio file", subtype="FILE_PATH")
     head: bpy.props.PointerProperty(type=bpy.types.Object, name="Head", poll=_is_head,
                                     description="The Thunder head to animate")
-    takes: bpy.props.IntProperty(name="Takes", default=2, min=1, max=16)
+    takes: bpy.props.IntProperty(name="Takes", default=2, min=LIMITS["takes"][0], max=LIMITS["takes"][1])
     seed_mode: bpy.props.EnumProperty(name="Seed", items=[("RANDOM", "Random", "New seeds every time"),
                                                           ("FIXED", "Fixed", "Takes use seed, seed + 1, ...")])
-    seed: bpy.props.IntProperty(name="Seed", default=0, min=0)
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=LIMITS["seed"][0], max=LIMITS["seed"][1])
     emotion: bpy.props.EnumProperty(name="Emotion", items=emotion_items)
-    intensity: bpy.props.FloatProperty(name="Intensity", default=1.0, min=0.0, max=1.0)
-    guidance: bpy.props.FloatProperty(name="Guidance", default=1.0, min=0.0, max=10.0,
+    intensity: bpy.props.FloatProperty(name="Intensity", default=1.0, min=LIMITS["intensity"][0],
+                                       max=LIMITS["intensity"][1])
+    guidance: bpy.props.FloatProperty(name="Guidance", default=1.0, min=LIMITS["guidance"][0],
+                                      max=LIMITS["guidance"][1],
                                       description="Classifier-free guidance on the audio (1: none)")
-    steps: bpy.props.IntProperty(name="Steps", default=10, min=1, max=200)
+    steps: bpy.props.IntProperty(name="Steps", default=10, min=LIMITS["steps"][0], max=LIMITS["steps"][1])
     replace_animation: bpy.props.BoolProperty(
         name="Replace existing animation", default=False,
         description="The head has animation that is not a Thunder take: keep it (fake user) and play takes instead")

@@ -12,9 +12,10 @@ from pathlib import Path
 import bpy
 
 from . import compat
+from .errors import ThunderError
 
 
-class AudioSourceError(Exception):
+class AudioSourceError(ThunderError):
     """The audio to animate cannot be found or read; one sentence."""
 
 
@@ -32,8 +33,10 @@ def scene_fps(scene) -> float:
 
 
 def strip_audio(scene, strip_name: str) -> AudioRange:
-    """The audio of the sound strip `strip_name`, as the Sequencer plays it: audio second t sounds at frame
-    content_start + (t - sound_offset) * fps, and only the frames between the handles play."""
+    """The audio of the sound strip `strip_name`, as the Sequencer plays it (measured from the mixdown of
+    Blender 4.5, 5.0 and 5.2, tests/blender_cases.py strip_timing_matches_mixdown): file second t sounds at
+    frame content_start + (t + sound_offset) * fps (a positive offset delays the sound), and only the frames
+    between the handles play. A retimed strip (retiming keys: another speed) is refused."""
     strip = next((s for s in compat.sound_strips(scene) if s.name == strip_name), None)
     if strip is None:
         raise AudioSourceError(f"there is no sound strip named '{strip_name}' in the scene '{scene.name}'"
@@ -41,15 +44,33 @@ def strip_audio(scene, strip_name: str) -> AudioRange:
     sound = strip.sound
     if sound is None:
         raise AudioSourceError(f"the strip '{strip.name}' has no sound")
+    if retimed(strip):
+        raise AudioSourceError(f"the sound strip '{strip.name}' is retimed (it has retiming keys), and Thunder "
+                               "animates sound at its normal speed only: reset its retiming (Strip > Retiming > "
+                               "Reset) or render the retimed sound to a file and use that")
     path = sound_file(sound, strip.name)
-    fps = scene_fps(scene)
-    timing = compat.strip_timing(strip)
-    start = timing.sound_offset + (timing.left - timing.content_start) / fps
-    trimmed_end = timing.right < timing.content_start + timing.duration - 1e-6
-    end = timing.sound_offset + (timing.right - timing.content_start) / fps if trimmed_end else None
-    if start < 0:   # a handle dragged before the sound's start: animate from the sound's first second
+    return strip_range(path, compat.strip_timing(strip), scene_fps(scene), strip.name)
+
+
+def retimed(strip) -> bool:
+    """Whether a strip plays at another speed than its content's: Blender 4.5 and 5.x retime with keys."""
+    return len(getattr(strip, "retiming_keys", None) or ()) > 0
+
+
+def strip_range(path: str, timing, fps: float, strip_name: str = "") -> AudioRange:
+    """The file seconds a strip with `timing` (compat.StripTiming) plays, and the frame of the first: the
+    timing rule above. Pure arithmetic, so the rule has one home."""
+    start = (timing.left - timing.content_start) / fps - timing.sound_offset
+    end = (timing.right - timing.content_start) / fps - timing.sound_offset
+    content_seconds = timing.duration / fps   # the sound's length, rounded up to whole frames
+    if start < 0:   # the strip starts before its sound does (a positive offset): animate from the sound's start
         start = 0.0
-    frame_start = timing.content_start + (start - timing.sound_offset) * fps
+    if end >= content_seconds - 1.0 / fps:   # plays to the sound's end (to within the rounding of the last frame)
+        end = None
+    if end is not None and end <= start:
+        raise AudioSourceError(f"the sound strip '{strip_name}' plays none of its sound (its handles and its "
+                               f"sound offset of {timing.sound_offset:g} s leave nothing)")
+    frame_start = timing.content_start + (start + timing.sound_offset) * fps
     return AudioRange(path, start, end, frame_start, fps)
 
 

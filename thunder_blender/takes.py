@@ -17,10 +17,11 @@ import bpy
 import numpy as np
 
 from . import compat, rig_math
-from .head_build import SLIDER_RANGE, head_rig_data
+from .errors import ThunderError
+from .head_build import SLIDER_RANGE, check_head, head_rig_data
 
 
-class TakeError(Exception):
+class TakeError(ThunderError):
     """A take that cannot go on this head; one sentence."""
 
 
@@ -41,6 +42,7 @@ _LINEAR = 1
 def key_take(head, take, frame_start: float, name: str):
     """A new action holding `take` (a take_file.TakeData) keyed on `head` from `frame_start`, one key per frame."""
     thunder = head.thunder
+    check_head(head)
     if take.meta["head"].get("identity") != thunder.identity:
         raise TakeError(f"the take {take.path.name} was made for the head {take.meta['head'].get('identity')}, "
                         f"not for {head.name} ({thunder.identity})")
@@ -102,41 +104,80 @@ def keep_original_animation(head) -> None:
             setattr(thunder, attribute, action)
 
 
-def add_take(head, take, frame_start: float, batch: int, audio_path: str, label: str | None = None):
-    """Key `take` on `head`, list it, and play it. Returns the list entry. audio_path: the audio file the take
-    was made from (the take itself records only its name), which Resample samples again."""
-    thunder = head.thunder
-    number = len(thunder.takes) + 1
-    settings = take.meta.get("settings", {})
-    label = label or f"Take {number}"
-    action = key_take(head, take, frame_start, f"{head.name} {label} seed {take.seed}")
-    item = thunder.takes.add()
-    item.name = label
+def take_fields(take) -> tuple[int, dict, dict]:
+    """(seed, settings, audio) of a take file's meta, or TakeError naming the file: the add-on relies on them,
+    and a take written by something else (or damaged) may lack them."""
+    meta = take.meta
+    seed = meta.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise TakeError(f"the take {take.path.name} has no usable seed (it says {seed!r}); it was not made "
+                        "by Thunder's backend, or it is damaged")
+    settings, audio = meta.get("settings", {}), meta.get("audio", {})
+    if not isinstance(settings, dict) or not isinstance(audio, dict):
+        raise TakeError(f"the take {take.path.name} has damaged settings or audio information")
+    return seed, settings, audio
+
+
+def _fill(item, take, action, frame_start: float, batch: int, audio_path: str) -> None:
+    """Write a take's facts into its list entry (its name and Keep flag are the caller's)."""
+    seed, settings, audio = take_fields(take)
     item.action = action
-    item.seed = take.seed
+    item.seed = seed
     item.emotion = str(settings.get("emotion", "neutral"))
     item.intensity = float(settings.get("intensity", 0.0))
     item.guidance = float(settings.get("guidance", 1.0))
     item.steps = int(settings.get("steps", 0))
     item.settings = json.dumps(settings)
     item.file = str(take.path)
-    audio = take.meta.get("audio", {})
     item.audio = str(audio_path)
     item.audio_start = float(audio.get("start", 0.0))
     item.audio_end = float(audio.get("end", 0.0))
     item.frame_start = frame_start
     item.frames = take.n_frames
     item.batch = batch
+
+
+def _action_name(head, label: str, take) -> str:
+    return f"{head.name} {label} seed {take_fields(take)[0]}"
+
+
+def add_take(head, take, frame_start: float, batch: int, audio_path: str, label: str | None = None):
+    """Key `take` on `head`, list it, and play it. Returns the list entry. audio_path: the audio file the take
+    was made from (the take itself records only its name), which Resample samples again."""
+    thunder = head.thunder
+    label = label or f"Take {len(thunder.takes) + 1}"
+    action = key_take(head, take, frame_start, _action_name(head, label, take))
+    item = thunder.takes.add()
+    item.name = label
+    _fill(item, take, action, frame_start, batch, audio_path)
     thunder.active_take = len(thunder.takes) - 1   # plays it (the property's update)
     return item
 
 
-def activate(head, index: int) -> None:
-    """Play take `index` on the head: assign its action's slots to the shape keys and the armature."""
+def replace_take(head, index: int, take, frame_start: float, batch: int, audio_path: str):
+    """Put `take` in the place of take `index` (same name and position; Resample's new take for an unkept
+    one), remove the old take's action, and keep playing whatever played. Returns the list entry."""
+    thunder = head.thunder
+    item = thunder.takes[index]
+    action = key_take(head, take, frame_start, _action_name(head, item.name, take))
+    old = item.action
+    _fill(item, take, action, frame_start, batch, audio_path)
+    if old is not None and compat.assigned_action(shape_key_datablock(head)) == old:
+        activate(head, index)   # it was playing: its replacement plays
+    if old is not None and old.users <= 1:   # only its fake user: nothing else plays it
+        bpy.data.actions.remove(old)
+    return thunder.takes[index]
+
+
+def activate(head, index: int, checked: bool = True) -> None:
+    """Play take `index` on the head: assign its action's slots to the shape keys and the armature. An edited
+    head is refused (head_build.check_head) unless checked is False (Delete still works on one)."""
     thunder = head.thunder
     action = thunder.takes[index].action
     if action is None:
         raise TakeError(f"the take {thunder.takes[index].name} has lost its action")
+    if checked:
+        check_head(head)
     compat.assign(shape_key_datablock(head), action, compat.find_slot(action, "KEY"))
     compat.assign(head, action, compat.find_slot(action, "OBJECT"))
     if thunder.active_take != index:
@@ -154,7 +195,7 @@ def delete(head, index: int) -> None:
     if action is not None and action.users <= 1:   # only its fake user: nothing else plays it
         bpy.data.actions.remove(action)
     if thunder.takes:
-        activate(head, min(index, len(thunder.takes) - 1))
+        activate(head, min(index, len(thunder.takes) - 1), checked=False)
     else:
         thunder.active_take = -1
         _restore_original(head)

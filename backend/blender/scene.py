@@ -119,10 +119,11 @@ def add_sound_strip(scene, audio_path, start: float = 0.0, end: float | None = N
         strip = strips.new_sound(path.name[:60], str(path), 1, frame_start)
     except RuntimeError as exc:
         raise SceneError(f"Blender cannot load the audio {path} as a sound strip ({str(exc).strip()})") from None
-    # Strips sit on whole frames; the fraction of a frame goes into the sound's own offset (seconds).
+    # Strips sit on whole frames; the fraction of a frame goes into the sound's own offset (seconds), which
+    # delays the sound (thunder_blender.sound): second `start` at frame_start needs an offset of -fraction.
     shift = start * fps
     whole = math.floor(shift + 1e-9)
-    strip.sound_offset = (shift - whole) / fps
+    strip.sound_offset = (whole - shift) / fps
     compat.set_strip_frame(strip, "content_start", frame_start - whole)
     compat.set_strip_frame(strip, "left", frame_start)
     if end is not None and frames is not None:
