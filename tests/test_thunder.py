@@ -388,9 +388,9 @@ def test_whisper_encoder_trains_frozen_from_cached_features_and_fine_tuned(tiny_
     features = model.encode(wave)
     assert features.shape == (26, 32) and torch.isfinite(sample_takes(model, features, [0], FEW_STEPS)).all()
     monkeypatch.undo()
-    # THUNDER-T: the encoder trains and its weights go into the checkpoint.
+    # THUNDER-T, from the THUNDER-F model: the encoder trains and its weights go into the checkpoint.
     cfg = tiny_config("whisper-t", tiny_corpus, tmp_path / "whisper-t", tiny_m2s, encoder=source, steps=2,
-                      eval_every=2, log_every=1)
+                      eval_every=2, log_every=1, init=str(out))
     out = train(cfg, progress=False)
     pretrained = WhisperSpeechEncoder.pretrained(str(tmp_path / "model.bin")).whisper.state_dict()
     saved = {k.removeprefix("encoder.whisper."): v for k, v in load_file(str(out / "model.safetensors")).items()

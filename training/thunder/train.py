@@ -195,10 +195,20 @@ def build(cfg: ThunderTrainConfig, head, stats, emotions) -> ThunderModel:
     config = model_config(head, stats, encoder, denoiser_config, cfg.diffusion_steps, sampling, _json(cfg))
     model = ThunderModel(encoder, MotionDenoiser(denoiser_config), stats, config)
     if cfg.init:
-        _, weights = read_checkpoint(cfg.init, MODEL_KIND)
-        load_weights(model, weights, cfg.init)
+        init_config, weights = read_checkpoint(cfg.init, MODEL_KIND)
+        load_weights(model, with_frozen_encoder(model, init_config, weights), cfg.init)
     model.encoder.requires_grad_(cfg.train_encoder)
     return model
+
+
+def with_frozen_encoder(model: ThunderModel, init_config: dict, weights: dict) -> dict:
+    """A checkpoint with a frozen Whisper encoder does not carry its weights; fine-tuning from it (THUNDER-T
+    after a THUNDER-F stage) starts from the same pretrained weights, which the new model already holds."""
+    encoder = init_config.get("encoder", {})
+    if (encoder.get("kind") == "whisper" and not encoder.get("store_weights")
+            and model.encoder.config.get("weights_sha256") == encoder.get("weights_sha256")):
+        return {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}, **weights}
+    return weights
 
 
 def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) -> Path:
