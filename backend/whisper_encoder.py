@@ -14,7 +14,8 @@ hours of real people, where the mel encoder heard synthetic voices only.
 - Short input: the last (or only) window ends where the audio ends and uses the first rows of the position
   table, instead of padding every window to 30 s (`short="pad"` does that, for comparison): a 10 s clip costs a
   third of the compute; see docs/results.md for what it does to the phone probe.
-- 50 Hz states -> 25 fps: the mean of each pair, from `layer` (1..n_layers; the last includes the final norm).
+- 50 Hz states -> 25 fps: the mean of each pair, from `layer` (1..n_layers; the last includes the final norm;
+  0 = DEFAULT_LAYER, 3).
 - Frozen (THUNDER-F): the weights are not stored in the checkpoint; its config names the source and the
   weights' hash, and loading refuses other weights. Fine-tuned (THUNDER-T): the weights are in the checkpoint.
 """
@@ -39,6 +40,9 @@ HOP = 160
 WINDOW_FRAMES = 750    # 30 s of 25 fps motion frames: Whisper's whole input
 HOP_FRAMES = 500       # windows start every 20 s
 MARGIN_FRAMES = (WINDOW_FRAMES - HOP_FRAMES) // 2
+# tiny.en's layer 3 of 4 scored best in the phone probe on held-out synthetic voices and on real read speech
+# (docs/results.md, "Whisper encoder"): the last layer is already shaped for Whisper's text decoder.
+DEFAULT_LAYER = 3
 
 
 class WhisperEncoderError(ThunderError):
@@ -174,7 +178,7 @@ class WhisperSpeechEncoder(nn.Module):
         if short not in ("crop", "pad"):
             raise WhisperEncoderError(f"short must be 'crop' or 'pad', not '{short}'")
         n_layers = whisper.config.encoder_layers
-        self.layer = layer if layer > 0 else n_layers
+        self.layer = layer if layer > 0 else min(DEFAULT_LAYER, n_layers)
         if not 1 <= self.layer <= n_layers:
             raise WhisperEncoderError(f"layer {layer}: this Whisper encoder has layers 1 to {n_layers}")
         self.short, self.store_weights = short, store_weights

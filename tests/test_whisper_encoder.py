@@ -66,7 +66,8 @@ def tiny_bin(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wheel_encoder():
-    return WhisperSpeechEncoder.pretrained().eval()
+    """tiny.en to its last layer (with the final norm), which is what CTranslate2's encoder returns."""
+    return WhisperSpeechEncoder.pretrained(layer=4).eval()
 
 
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
@@ -243,3 +244,23 @@ def test_fine_tuned_checkpoints_hold_the_whisper_weights_and_train_them(tiny_bin
     rebuilt = Holder(build_encoder(config["encoder"]))
     rebuilt.load_state_dict(weights)
     torch.testing.assert_close(rebuilt.encoder.eval()(wave), encoder.eval()(wave))
+
+
+# -- the phone probe (training.thunder.encoder_probe) -------------------------------------------------------
+
+def test_the_phone_probe_scores_each_encoder_on_each_set(tiny_corpus, tiny_model, monkeypatch, capsys):
+    from training.thunder import encoder_probe
+
+    assert encoder_probe.words_for_alignment("By far, the well-known\n") == "by far the well known"
+    corpus_test = encoder_probe.phone_examples(*(lambda c: (c, c.split("test")))(
+        encoder_probe.open_corpus(tiny_corpus, full_check=False)), encoder_probe.PhoneUnits())
+    monkeypatch.setattr(encoder_probe, "real_clips", lambda folder, limit: corpus_test)  # no aligner needed
+    cfg = encoder_probe.ProbeConfig(corpus=str(tiny_corpus), encoders=(f"mel:{tiny_model}", "whisper:2"),
+                                    steps=30, threads=1)
+    rows = encoder_probe.run_probe(cfg)
+    assert [r["encoder"] for r in rows] == list(cfg.encoders) and [r["dim"] for r in rows] == [16, 384]
+    for row in rows:
+        for name in ("train", "synthetic test voices", "real read speech"):
+            assert 0 <= row[name]["accuracy"] <= 1 and 0 <= row[name]["bilabial_recall"] <= 1
+        assert row["real read speech"] == row["synthetic test voices"]  # the same clips, the same scores
+    assert capsys.readouterr().out.count("| whisper:2 | 384 |") == 1

@@ -99,7 +99,7 @@ def register_train(subcommands) -> None:
     p.add_argument("--encoder-init", help="the pretrained offline audio encoder (thunder encoder train)")
     p.add_argument("--encoder", help="mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / "
                                      "HuBERT hub id (default: the config's)")
-    p.add_argument("--encoder-layer", type=int, help="Whisper: the layer whose states are the features (0: last)")
+    p.add_argument("--encoder-layer", type=int, help="Whisper: the layer whose states are the features (0: its default, 3)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--cache", help="keep the prepared training examples in this file and reuse them")
     p.add_argument("--lr", type=float, help="peak learning rate (cosine decay to a tenth of it)")

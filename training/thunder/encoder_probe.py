@@ -21,12 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.audio import SAMPLES_PER_FRAME, frames_for_samples
+from backend.audio import frames_for_samples
 from backend.audio_encoders import encode_long
 from backend.errors import ThunderError
 from training.corpus.format import open_corpus
 from training.m2s.model import UNITS_PER_FRAME
 from training.m2s.units import PhoneUnits
+from training.thunder.encoder import phone_examples
 
 BILABIALS = ("P", "B", "M")
 
@@ -86,16 +87,6 @@ def real_clips(folder: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def corpus_clips(corpus, split: str, limit: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    units, out = PhoneUnits(), []
-    for meta in corpus.split(split)[:limit]:
-        clip = corpus.clip(meta.id)
-        wave = np.zeros(meta.n_frames * SAMPLES_PER_FRAME, np.float32)
-        wave[: min(len(clip.audio), len(wave))] = clip.audio[: len(wave)]
-        out.append((wave, units.labels(clip)))
-    return out
-
-
 def features_and_labels(encoder, clips) -> tuple[torch.Tensor, torch.Tensor]:
     feats, labels = [], []
     for wave, lab in clips:
@@ -133,8 +124,8 @@ def run_probe(cfg: ProbeConfig) -> list[dict]:
     torch.set_num_threads(cfg.threads)
     units = PhoneUnits()
     corpus = open_corpus(cfg.corpus, full_check=False)
-    sets = {"train": corpus_clips(corpus, "train", cfg.max_train_clips),
-            "synthetic test voices": corpus_clips(corpus, "test", cfg.max_test_clips),
+    sets = {"train": phone_examples(corpus, corpus.split("train")[: cfg.max_train_clips], units),
+            "synthetic test voices": phone_examples(corpus, corpus.split("test")[: cfg.max_test_clips], units),
             "real read speech": real_clips(cfg.real, cfg.max_real_clips)}
     rows = []
     for spec in cfg.encoders:

