@@ -222,6 +222,12 @@ class WhisperSpeechEncoder(nn.Module):
                 f"version it was trained with")
         return encoder
 
+    def requires_grad_(self, requires_grad: bool = True):
+        """Fine-tuning trains everything but the sinusoidal position table, which Whisper keeps fixed."""
+        super().requires_grad_(requires_grad)
+        self.whisper.embed_positions.requires_grad_(False)
+        return self
+
     def _apply(self, fn, recurse=True):  # .to(), .float(), ... reach the frozen Whisper too
         super()._apply(fn, recurse)
         if not self.store_weights:

@@ -397,6 +397,8 @@ def test_whisper_encoder_trains_frozen_from_cached_features_and_fine_tuned(tiny_
              if k.startswith("encoder.whisper.")}
     assert set(saved) == set(pretrained)
     assert any(not torch.allclose(saved[k], pretrained[k]) for k in saved)
+    # Whisper's sinusoidal position table stays fixed, as in Whisper's own training.
+    torch.testing.assert_close(saved["embed_positions.weight"], pretrained["embed_positions.weight"])
     model = load_model(out, head)
     assert torch.isfinite(sample_takes(model, model.encode(wave), [0], FEW_STEPS)).all()
 
