@@ -162,9 +162,6 @@ def load_real_speech(folder, cache_dir: Path | None = None, max_seconds: float |
                      progress=None) -> list[RealClip]:
     """Every clip of the folder, read, checked and aligned (module docstring). Raises RealSpeechError with one
     sentence for a missing folder, a folder without audio, a clip without transcript or without speech."""
-    from backend.audio_io import load_audio
-    from training.metrics import audio_envelope
-
     folder = Path(folder)
     if not folder.is_dir():
         raise RealSpeechError(f"{folder} is not a folder of audio files with transcripts")
@@ -179,17 +176,61 @@ def load_real_speech(folder, cache_dir: Path | None = None, max_seconds: float |
                               f"({names}): put NAME.txt beside each or a line in {TRANSCRIPT_TABLE}")
     clips = []
     for i, path in enumerate(files):
-        where = str(path.relative_to(folder))
-        text = normalise_transcript(transcript_of(path, tables), where)
-        audio = load_audio(path, max_seconds=max_seconds)
-        loudest = float(audio_envelope(audio, frames_for_samples(audio.size), sigma_frames=0).max())
-        if 20 * np.log10(loudest + 1e-12) < SILENCE_DBFS:
-            raise RealSpeechError(f"{where} holds no speech: its loudest 40 ms is at "
-                                  f"{20 * np.log10(loudest + 1e-12):.0f} dBFS")
-        words, phones = cached_alignment(audio, text, cache_dir, where)
-        parent = path.parent.relative_to(folder)
-        group = folder.resolve().name if parent == Path(".") else parent.as_posix()
-        clips.append(RealClip(Path(where).with_suffix("").as_posix(), group, path, audio, text, words, phones))
+        clips.append(read_real_clip(path, folder, transcript_of(path, tables), cache_dir, max_seconds))
         if progress:
             progress(i + 1, len(files))
     return clips
+
+
+def read_real_clip(path: Path, folder: Path, transcript: str, cache_dir: Path | None = None,
+                   max_seconds: float | None = 600.0) -> RealClip:
+    """One clip of a folder (load_real_speech): read, checked for speech and aligned (through the cache)."""
+    from backend.audio_io import load_audio
+    from training.metrics import audio_envelope
+
+    where = str(path.relative_to(folder))
+    text = normalise_transcript(transcript, where)
+    audio = load_audio(path, max_seconds=max_seconds)
+    loudest = float(audio_envelope(audio, frames_for_samples(audio.size), sigma_frames=0).max())
+    if 20 * np.log10(loudest + 1e-12) < SILENCE_DBFS:
+        raise RealSpeechError(f"{where} holds no speech: its loudest 40 ms is at "
+                              f"{20 * np.log10(loudest + 1e-12):.0f} dBFS")
+    words, phones = cached_alignment(audio, text, cache_dir, where)
+    parent = path.parent.relative_to(folder)
+    group = folder.resolve().name if parent == Path(".") else parent.as_posix()
+    return RealClip(Path(where).with_suffix("").as_posix(), group, path, audio, text, words, phones)
+
+
+def speak_folder(folder, out, voices: list[str]) -> int:
+    """The synthetic twin of a real-speech folder: every clip's transcript spoken by the given synthetic voices
+    in turn (training/corpus/synth.py) and written to `out` as NAME.wav + NAME.txt in the same sub-folders, so
+    `thunder eval --audio` scores the same sentences in a real and a synthetic voice. Returns the clip count."""
+    from backend.audio import write_wav
+    from training.corpus.synth import synthesize
+    from training.corpus.voices import VoiceConfig
+
+    folder, out = Path(folder), Path(out)
+    tables: dict[Path, dict[str, str]] = {}
+    files = audio_files(folder)
+    for i, path in enumerate(files):
+        text = transcript_of(path, tables)
+        if text is None:
+            continue
+        target = (out / path.relative_to(folder)).with_suffix(".wav")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_wav(target, synthesize(VoiceConfig.parse(voices[i % len(voices)]), text.strip()))
+        target.with_suffix(".txt").write_text(text.strip() + "\n", encoding="utf-8")
+    return len(files)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="write the synthetic twin of a real-speech folder")
+    parser.add_argument("folder")
+    parser.add_argument("out")
+    parser.add_argument("--voice", action="append", help="engine:voice (default: four flite and espeak-ng voices)")
+    args = parser.parse_args()
+    n = speak_folder(args.folder, args.out, args.voice or ["flite:slt", "espeak-ng:en-us+m3", "flite:rms",
+                                                           "espeak-ng:en+f2"])
+    print(f"wrote {n} clips to {args.out}")
