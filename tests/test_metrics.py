@@ -191,3 +191,99 @@ def test_head_motion_spread_is_the_mean_neck_angle_between_takes():
     # pairs (1,2) and (2,3) differ by 6 degrees, (1,3) by 0
     assert head_motion_spread(takes, 4) == pytest.approx(4.0)
     assert np.isnan(head_motion_spread(takes[:1], 4))
+
+
+# ------------------------------------------------------------------------------------- real-speech figures
+def test_a_closure_one_frame_outside_its_segment_counts_only_with_the_margin():
+    from training.metrics import bilabial_closures
+
+    distance = np.full(20, 0.010)  # 10 mm open everywhere ...
+    distance[12] = 0.0             # ... shut on frame 12 only
+    phones = [("AA", 0.0, 0.36), ("M", 0.36, 0.48), ("AA", 0.48, 0.8)]  # /m/ holds frames 9, 10, 11
+    assert bilabial_closures(distance, phones).tolist() == [False]
+    assert bilabial_closures(distance, phones, margin_frames=1).tolist() == [True]
+    distance[12], distance[13] = 0.010, 0.0  # two frames after the segment: missed even with the margin
+    assert bilabial_closures(distance, phones, margin_frames=1).tolist() == [False]
+
+
+def test_an_open_vowel_that_never_opens_past_two_mm_is_counted_and_other_vowels_are_not():
+    from training.metrics import OPEN_VOWELS, open_vowels_never_open
+
+    distance = np.full(30, 0.0015)   # 1.5 mm
+    distance[20:25] = 0.006          # the second AA opens to 6 mm
+    phones = [("M", 0.0, 0.2), ("AA1", 0.2, 0.4), ("IY", 0.4, 0.8), ("AA", 0.8, 1.0), ("AE", 1.0, 1.2)]
+    assert open_vowels_never_open(distance, phones).tolist() == [True, False, True]
+    assert {"AA", "AE", "AH", "AO", "AW", "AY"} == set(OPEN_VOWELS)
+    exactly_two = np.full(10, 0.002)
+    assert open_vowels_never_open(exactly_two, [("AH", 0.0, 0.4)]).tolist() == [True]  # "<= 2 mm"
+
+
+def test_lip_spikes_find_one_frame_jumps_both_ways_and_not_steps_or_small_bumps():
+    from training.metrics import lip_spikes
+
+    opening = np.full(60, 8.0)
+    opening[10] = 13.0    # up 5 mm: a spike
+    opening[20] = 3.5     # down 4.5 mm: a spike
+    opening[30] = 11.0    # up 3 mm: too small
+    opening[40:43] = 2.0  # a 3-frame closure: no single-frame spike
+    opening[50:] = 20.0   # a step
+    assert lip_spikes(opening).tolist() == [10, 20]
+    train = np.zeros(100)
+    train[5::10] = 6.0    # a spike train: 10 spikes in 100 frames
+    assert lip_spikes(train).size == 10
+    assert lip_spikes(np.array([0.0, 9.0])).size == 0
+
+
+def test_mean_abs_second_difference_known_answers():
+    from training.metrics import mean_abs_second_difference
+
+    assert mean_abs_second_difference(np.arange(10.0) * 3.0) == 0.0  # a ramp does not accelerate
+    assert mean_abs_second_difference(np.array([0.0, 1.0, 0.0, 1.0, 0.0])) == 2.0
+    assert mean_abs_second_difference(np.tile([[0.0], [2.0]], (5, 2))) == 4.0  # columns too
+    assert mean_abs_second_difference(np.ones(2)) == 0.0
+
+
+def test_the_audio_envelope_is_the_rms_at_frame_times():
+    from training.metrics import audio_envelope
+
+    t = np.arange(16000) / 16000
+    tone = 0.5 * np.sin(2 * np.pi * 200 * t)  # 200 Hz: whole periods in 40 ms
+    envelope = audio_envelope(tone, 25, sigma_frames=0)
+    np.testing.assert_allclose(envelope[1:-1], 0.5 / np.sqrt(2), rtol=1e-6)
+    assert envelope[0] == pytest.approx(0.5 / np.sqrt(2) / np.sqrt(2), rel=1e-3)  # half of the window is silence
+    half = np.concatenate([tone[:8000], np.zeros(8000)])
+    assert audio_envelope(half, 25, sigma_frames=0)[20:].max() == 0.0
+
+
+def test_envelope_correlation_finds_a_construction_at_its_lag_and_nothing_in_noise():
+    from training.metrics import audio_envelope, envelope_correlation
+
+    rng = np.random.default_rng(3)
+    n_frames = 250
+    t = np.arange(n_frames * 640) / 16000
+    syllables = np.clip(np.sin(2 * np.pi * 3.3 * t), 0, None) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.4 * t) ** 2)
+    audio = syllables * rng.standard_normal(t.size) * 0.3
+    envelope = audio_envelope(audio, n_frames)
+    lips = 12.0 * np.roll(envelope, 2) / envelope.max()  # the lips follow the sound two frames late
+    assert envelope_correlation(lips, envelope) > 0.99
+    assert envelope_correlation(lips, envelope, max_lag=0) < envelope_correlation(lips, envelope)
+    assert abs(envelope_correlation(rng.standard_normal(n_frames), envelope)) < 0.3
+    assert np.isnan(envelope_correlation(np.ones(n_frames), envelope))
+
+
+def test_blinks_are_counted_with_hysteresis_from_the_blink_expressions(head):
+    from training.metrics import blink_signal, count_blinks
+
+    signal = np.zeros(100)
+    signal[10:14] = [0.4, 0.9, 1.0, 0.3]          # a blink
+    signal[30:36] = [0.6, 0.45, 0.55, 0.6, 0.1, 0]  # a wobble around 0.5: still one blink
+    signal[60:63] = [0.7, 0.2, 0.8]              # a double blink: two
+    assert count_blinks(signal) == 4
+    assert count_blinks(np.full(50, 0.49)) == 0
+    expression = np.zeros((100, head.n_expression))
+    names = list(head.expression_names)
+    expression[:, names.index("eyeBlinkLeft")] = signal
+    expression[:, names.index("eyeBlinkRight")] = signal
+    expression[:, names.index("mouthClose")] = 1.0  # other components do not count
+    assert count_blinks(blink_signal(expression, names)) == 4
+    assert blink_signal(expression[:, 6:], names[6:]) is None  # a head without blink components

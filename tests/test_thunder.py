@@ -34,7 +34,7 @@ from training.m2s.train import M2STrainConfig
 from training.m2s.train import train as train_m2s
 from training.m2s.units import PhoneUnits
 from training.thunder.data import make_examples, slice_batch
-from training.thunder.evaluate import evaluate_folder
+from training.thunder.evaluate import evaluate_real_speech
 from training.thunder.train import ThunderLoss, _slice_draws, draw_batch, named_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -423,6 +423,8 @@ def test_eval_on_a_folder_with_bad_audio_exits_with_one_line(thunder_f, tmp_path
     folder.mkdir()
     (folder / "a_empty.wav").write_bytes(b"")
     (folder / "b_text.wav").write_text("not audio at all\n")
+    for name in ("a_empty", "b_text"):
+        (folder / f"{name}.txt").write_text("a transcript\n")
     for bad, why in (("a_empty.wav", "is empty"), ("b_text.wav", "not a readable audio file")):
         assert thunder(["eval", f"tiny={thunder_f}", "--audio", str(folder), "--takes", "1", "--steps", "1"]) == 2
         captured = capsys.readouterr()
@@ -432,17 +434,14 @@ def test_eval_on_a_folder_with_bad_audio_exits_with_one_line(thunder_f, tmp_path
         (folder / bad).unlink()
 
 
-def test_evaluate_folder_honours_the_length_limit(thunder_f, head, tmp_path):
+def test_the_real_speech_eval_honours_the_length_limit(thunder_f, head, tmp_path):
     folder = tmp_path / "audio"
     folder.mkdir()
-    t = np.arange(int(0.6 * 16000)) / 16000
-    write_wav(folder / "short.wav", 0.3 * np.sin(2 * np.pi * 220 * t))
-    models = {"tiny": load_model(thunder_f, head)}
-    result = evaluate_folder(models, folder, head, takes=2, settings=FEW_STEPS, max_seconds=1.0)
-    assert result["files"] == 1 and result["rows"]["tiny"]["upper_face_diversity_mm"] >= 0
     write_wav(folder / "long.wav", np.zeros(int(1.5 * 16000)))
+    (folder / "long.txt").write_text("a long silence\n")
+    models = {"tiny": load_model(thunder_f, head)}
     with pytest.raises(AudioFileError, match="long.wav .*longer than the limit of 1 s"):
-        evaluate_folder(models, folder, head, takes=1, settings=FEW_STEPS, max_seconds=1.0)
+        evaluate_real_speech(models, folder, head, takes=1, settings=FEW_STEPS, max_seconds=1.0)
 
 
 # ------------------------------------------------------------------------------------------ 8. eval

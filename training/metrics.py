@@ -36,6 +36,29 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
   slight lid-eyeball intersections, the eyeball's flat facets lying up to ~0.2 mm inside the true sphere).
   On the built-in head this drops 142 of the 1008 upper-face vertices; a full blink then moves no kept
   vertex more than 7.3 mm (the visible upper lid travels 7.8 mm), where the dropped ones moved up to 10.7 mm.
+* Real speech (no reference motion; docs/method.md, "Real-speech evaluation"). The lip opening is
+  lip_distance in mm.
+  - bilabial closure with a margin: the real-speech mode judges a /p b m/ segment over its frames widened
+    by REAL_SPEECH_CLOSURE_MARGIN (1) frame on each side, so an alignment off by a frame does not count as a
+    missed closure.
+  - open_vowels_never_open: for each open-vowel segment (OPEN_VOWELS: AA AE AH AO AW AY, the vowels of
+    the baseline's open "A" viseme plus AO; pocketsphinx drops stress, so AH includes the schwa), whether
+    the lip opening stays at or below NEVER_OPEN_MM (2 mm) on every frame of the segment (no margin: a
+    vowel must open while it is heard). EH (mid) and ER (r-coloured, rounded) are left out: many speakers
+    say them with the lips nearly together.
+  - lip_spikes: frames more than SPIKE_MM (4 mm) above both neighbours or below both (a one-frame flicker);
+    spike rate = spikes per second of audio.
+  - mean_abs_second_difference: mean over frames of |x[t+1] - 2 x[t] + x[t-1]| (of the opening: mm per
+    frame squared).
+  - audio_envelope: the RMS amplitude (linear, not dB) of a 40 ms window centred on each frame's time,
+    smoothed with a Gaussian of ENVELOPE_SIGMA_FRAMES (1 frame, 40 ms), so it follows syllables (the
+    4-8 Hz beat the jaw follows) and not single pitch periods or plosive bursts.
+    envelope_correlation: the Pearson r of the lip opening with it at the best lag within +-3 frames
+    (120 ms either way: lips lead or lag the sound), as method.md asks.
+  - blinks: the blink signal is the mean of the eyeBlinkLeft and eyeBlinkRight expression weights (1 =
+    lids shut on the built-in head). A blink starts when the signal rises above BLINK_ON (0.5) and ends when
+    it falls below BLINK_OFF (0.25), so a wobble around 0.5 is one blink, not several. Blink rate =
+    blinks per minute of audio.
 * head_motion_spread (degrees): the mean over take pairs and frames of the difference between the takes'
   neck rotations (axis-angle difference, small angles); faces are scored without the neck, this scores it.
 """
@@ -47,6 +70,14 @@ import numpy as np
 from backend.errors import HeadFileError
 
 BILABIALS = ("P", "B", "M")
+OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY")
+REAL_SPEECH_CLOSURE_MARGIN = 1  # frames either side of a /p b m/ segment
+NEVER_OPEN_MM = 2.0
+SPIKE_MM = 4.0
+ENVELOPE_SIGMA_FRAMES = 1.0
+ENVELOPE_MAX_LAG = 3  # frames
+BLINK_ON, BLINK_OFF = 0.5, 0.25
+BLINK_EXPRESSIONS = ("eyeBlinkLeft", "eyeBlinkRight")
 RELATIVE_CLOSURE_THRESHOLD = 0.10
 OPENING_PERCENTILE = 95.0
 HIDDEN_DEPTH = 0.0005  # metres behind an eyeball's front surface from which skin counts as hidden
@@ -92,26 +123,123 @@ def segment_frames(start: float, end: float, n_frames: int, fps: float) -> np.nd
     return idx
 
 
+def segments_of(phones, labels) -> list[tuple[float, float]]:
+    """(start, end) of the segments of `phones` whose label (any case, stress digits dropped) is in `labels`."""
+    out = []
+    for seg in phones:
+        label, start, end = _segment(seg)
+        if label.upper().rstrip("012") in labels:
+            out.append((start, end))
+    return out
+
+
 def bilabial_closures(distance: np.ndarray, phones, fps: float = 25.0,
-                      absolute_mm: float | None = None) -> np.ndarray:
+                      absolute_mm: float | None = None, margin_frames: int = 0) -> np.ndarray:
     """For each /p b m/ segment of `phones` ((label, start, end) in seconds, or Segment objects): whether the
-    lip distance falls below the closure threshold in it. Returns a bool array, one per segment."""
+    lip distance falls below the closure threshold in it, its frames widened by `margin_frames` on each side.
+    Returns a bool array, one per segment."""
     distance = np.asarray(distance, dtype=np.float64)
     threshold = closure_threshold(distance, absolute_mm)
     closed = []
-    for seg in phones:
-        label, start, end = _segment(seg)
-        if label.upper() in BILABIALS:
-            idx = segment_frames(start, end, distance.size, fps)
-            closed.append(bool(distance[idx].min() < threshold))
+    for start, end in segments_of(phones, BILABIALS):
+        idx = segment_frames(start, end, distance.size, fps)
+        lo, hi = max(idx[0] - margin_frames, 0), min(idx[-1] + margin_frames + 1, distance.size)
+        closed.append(bool(distance[lo:hi].min() < threshold))
     return np.array(closed, dtype=bool)
 
 
 def bilabial_closure_rate(distance: np.ndarray, phones, fps: float = 25.0,
-                          absolute_mm: float | None = None) -> float:
+                          absolute_mm: float | None = None, margin_frames: int = 0) -> float:
     """The fraction of /p b m/ segments in which the lips close (NaN when there are none)."""
-    closed = bilabial_closures(distance, phones, fps, absolute_mm)
+    closed = bilabial_closures(distance, phones, fps, absolute_mm, margin_frames)
     return float(closed.mean()) if closed.size else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real speech: figures that need no reference motion (module docstring)
+
+
+def open_vowels_never_open(distance: np.ndarray, phones, fps: float = 25.0,
+                           max_mm: float = NEVER_OPEN_MM) -> np.ndarray:
+    """For each open-vowel segment (OPEN_VOWELS) of `phones`: whether the lip distance (metres) stays at or
+    below `max_mm` on all of the segment's frames. A bool array, one per segment."""
+    distance = np.asarray(distance, dtype=np.float64)
+    never = [bool(distance[segment_frames(start, end, distance.size, fps)].max() * MM <= max_mm)
+             for start, end in segments_of(phones, OPEN_VOWELS)]
+    return np.array(never, dtype=bool)
+
+
+def lip_spikes(opening, jump: float = SPIKE_MM) -> np.ndarray:
+    """Indices of the frames that lie more than `jump` above both neighbours or more than `jump` below both
+    (same unit as `opening`; the default is for mm). The first and last frames have one neighbour: never."""
+    x = np.asarray(opening, dtype=np.float64)
+    if x.size < 3:
+        return np.zeros(0, dtype=int)
+    before, mid, after = x[:-2], x[1:-1], x[2:]
+    up = mid - np.maximum(before, after) > jump
+    down = np.minimum(before, after) - mid > jump
+    return np.flatnonzero(up | down) + 1
+
+
+def mean_abs_second_difference(x) -> float:
+    """Mean of |x[t+1] - 2 x[t] + x[t-1]| over frames (and over columns of a (T, C) array); 0 below 3
+    frames."""
+    x = _array(x)
+    return float(np.abs(x[2:] - 2 * x[1:-1] + x[:-2]).mean()) if len(x) > 2 else 0.0
+
+
+def audio_envelope(audio, n_frames: int, sample_rate: int = 16000, fps: float = 25.0,
+                   sigma_frames: float = ENVELOPE_SIGMA_FRAMES) -> np.ndarray:
+    """(n_frames,) RMS amplitude of a one-frame (40 ms at 25 fps) window centred on each frame's time
+    (zeros beyond the audio), smoothed with a Gaussian of `sigma_frames`."""
+    from scipy.ndimage import gaussian_filter1d
+
+    x = _array(audio).ravel()
+    hop = sample_rate / fps
+    half = int(round(hop / 2))
+    padded = np.pad(x, (half, half + int(np.ceil(n_frames * hop))))
+    starts = np.round(np.arange(n_frames) * hop).astype(int)
+    windows = padded[starts[:, None] + np.arange(2 * half)]
+    rms = np.sqrt(np.mean(windows ** 2, axis=1))
+    return gaussian_filter1d(rms, sigma_frames, mode="nearest") if sigma_frames > 0 else rms
+
+
+def envelope_correlation(opening, envelope, max_lag: int = ENVELOPE_MAX_LAG) -> float:
+    """The largest Pearson r of the lip opening with the audio envelope over lags of -max_lag..max_lag
+    frames (NaN when every lag leaves a constant signal)."""
+    a, b = _array(opening).ravel(), _array(envelope).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"the signals differ in length: {a.size} and {b.size}")
+    best = float("nan")
+    for lag in range(-max_lag, max_lag + 1):
+        x, y = (a[lag:], b[:b.size - lag]) if lag >= 0 else (a[:lag], b[-lag:])
+        if x.size > 2:
+            r = correlations(x, y)[0]
+            if np.isfinite(r) and not r <= best:
+                best = r
+    return best
+
+
+def blink_signal(expression, expression_names) -> np.ndarray | None:
+    """(T,) the mean of the eyeBlinkLeft and eyeBlinkRight weights of (T, E) expression; None for a head
+    without them."""
+    names = list(expression_names)
+    if not all(n in names for n in BLINK_EXPRESSIONS):
+        return None
+    x = _array(expression)
+    return x[:, [names.index(n) for n in BLINK_EXPRESSIONS]].mean(axis=1)
+
+
+def count_blinks(signal, on: float = BLINK_ON, off: float = BLINK_OFF) -> int:
+    """Blinks in a blink signal: rises above `on`, each ended by a fall below `off` (hysteresis). A clip that
+    starts with the lids shut counts that blink too."""
+    count, shut = 0, False
+    for value in _array(signal).ravel():
+        if not shut and value > on:
+            count, shut = count + 1, True
+        elif shut and value < off:
+            shut = False
+    return count
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from training.corpus.errors import AlignmentError
 from training.corpus.format import SAMPLE_RATE, Segment
 
 FRAME_SECONDS = 0.01  # pocketsphinx's frame: 10 ms
+# Change it when the decoder's settings change, so cached alignments (training/real_speech.py) are redone.
+ALIGNER_SETTINGS = "cmn=batch bestpath=no"
 SILENCE = "SIL"
 
 
@@ -26,7 +28,10 @@ def _decoder(wide: bool = False):
 
     # lm=None: no language model search is loaded; alignment sets its own search for each utterance.
     # cmn="batch": cepstral mean normalisation over the whole utterance, which suits offline alignment.
-    return Decoder(lm=None, loglevel="FATAL", cmn="batch", **(WIDE_BEAMS if wide else {}))
+    # bestpath=False, as pocketsphinx's own aligner sets it: the best-path pass can end the word alignment
+    # with a one-frame "</s>", and the phone pass then fails ("Failed to stop utterance processing"; it did
+    # on real read speech, pocketsphinx issue #339).
+    return Decoder(lm=None, loglevel="FATAL", cmn="batch", bestpath=False, **(WIDE_BEAMS if wide else {}))
 
 
 def _run(decoder, pcm: bytes, text: str):
@@ -45,12 +50,15 @@ def _known(word: str) -> bool:
     return _decoder().lookup_word(word) is not None
 
 
-def align(audio: np.ndarray, text: str) -> tuple[list[Segment], list[Segment]]:
-    """(words, phones) of 16 kHz mono audio speaking `text` (lowercase words of the CMU dictionary).
+def align(audio: np.ndarray, text: str,
+          pronunciations: dict[str, tuple[str, ...]] | None = None) -> tuple[list[Segment], list[Segment]]:
+    """(words, phones) of 16 kHz mono audio speaking `text` (lowercase words of the CMU dictionary, or words
+    that `pronunciations` gives phones for: {word: (CMU phones without stress)}).
 
     The segments tile the audio from 0 to its end; silences are words "<sil>" and phones "SIL"."""
     words = text.lower().split()
-    unknown = [w for w in words if not _known(w)]
+    pronunciations = pronunciations or {}
+    unknown = [w for w in words if w not in pronunciations and not _known(w)]
     if unknown:
         raise AlignmentError(f"the words {', '.join(unknown)} are not in pocketsphinx's dictionary")
     if not words:
@@ -59,7 +67,11 @@ def align(audio: np.ndarray, text: str) -> tuple[list[Segment], list[Segment]]:
     alignment, problem = None, "no alignment"
     for wide in (False, True):
         try:
-            alignment = _run(_decoder(wide), pcm, " ".join(words))
+            decoder = _decoder(wide)
+            for word, phones in pronunciations.items():
+                if decoder.lookup_word(word) is None:
+                    decoder.add_word(word, " ".join(phones), True)
+            alignment = _run(decoder, pcm, " ".join(words))
         except RuntimeError as exc:
             problem = str(exc)
             _decoder.cache_clear()  # a failed search can leave the decoder unusable

@@ -38,7 +38,7 @@ def cmd_eval(args) -> int:
     from backend.progress import ProgressBar
     from backend.sampling import SamplingSettings
     from backend.thunder_model import load_model
-    from training.thunder.evaluate import evaluate_corpus, evaluate_folder, format_table, write_result
+    from training.thunder.evaluate import evaluate_corpus, evaluate_real_speech, format_table, write_result
 
     head = load_head(args.head)
     models = {}
@@ -51,8 +51,25 @@ def cmd_eval(args) -> int:
         models = {f"{name} @{k}": (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance))
                   for name, model in models.items() for k in step_counts}
     if args.audio:
-        result = evaluate_folder(models, args.audio, head, args.takes, args.seed, settings, args.max_seconds)
-        title = f"{result['files']} audio files in {args.audio}, {args.takes} takes each"
+        from training.real_speech import default_cache_dir
+        from training.thunder.evaluate import format_real_speech_table
+
+        cache = None if args.align_cache == "" else Path(args.align_cache or default_cache_dir())
+        bars = {}
+
+        def progress(stage, done, total):
+            if not args.quiet:
+                bar = bars.setdefault(stage, ProgressBar(total, label=stage))
+                bar.update(done)
+                if done == total:
+                    bar.close()
+
+        result = evaluate_real_speech(models, args.audio, head, args.takes, args.seed, settings, args.max_seconds,
+                                      cache, baseline=not args.no_baseline, progress=progress)
+        title = (f"{result['clips']} clips ({result['audio_seconds'] / 60:.1f} min) of real speech in {args.audio}, "
+                 f"{args.takes} takes each, {args.steps} {args.sampler} steps; {result['bilabials']} /p b m/ and "
+                 f"{result['open_vowels']} open vowels aligned by pocketsphinx")
+        table = format_real_speech_table(result, per_clip=args.per_clip)
     else:
         from backend.models import SHIPPED_M2S
         from training.m2s.api import load_m2s
@@ -71,8 +88,9 @@ def cmd_eval(args) -> int:
             bar.close()
         title = (f"{result['clips']} {args.split} clips ({result['audio_seconds']} s) of {args.corpus}, "
                  f"{args.takes} takes each, {args.steps} {args.sampler} steps")
+        table = format_table(result)
     print(title)
-    print(format_table(result))
+    print(table)
     if args.json:
         write_result(result, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
@@ -118,8 +136,13 @@ def register_eval(subcommands) -> None:
     p.add_argument("checkpoint", nargs="+", help="model folders, optionally named: NAME=FOLDER")
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--split", default="test")
-    p.add_argument("--audio", help="a folder of audio files instead of a corpus (reference-free figures)")
+    p.add_argument("--audio", help="real-speech mode: a folder of audio files (any depth) with transcripts (NAME.txt "
+                   "beside each, or transcripts.tsv), forced-aligned; closure, open vowels, flicker, envelope r, "
+                   "upper-face spread and blinks against the phoneme baseline")
     p.add_argument("--max-seconds", type=float, default=600.0, help="--audio: refuse files longer than this")
+    p.add_argument("--align-cache", help="--audio: keep alignments in this folder (default ~/.cache/thunder/"
+                   "alignments; '' for none)")
+    p.add_argument("--per-clip", action="store_true", help="--audio: also print every clip's figures")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")

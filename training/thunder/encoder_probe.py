@@ -36,7 +36,7 @@ BILABIALS = ("P", "B", "M")
 class ProbeConfig:
     corpus: str = "/tmp/whisper_corpus"
     real: str = "/work/shared/real-speech/read-aloud"
-    encoders: tuple = ("mel:models/thunder", "whisper:2", "whisper:3", "whisper:4", "whisper:4:pad")
+    encoders: tuple = ("mel:shipped", "whisper:2", "whisper:3", "whisper:4", "whisper:4:pad")
     max_train_clips: int = 200
     max_test_clips: int = 60
     max_real_clips: int = 71
@@ -51,8 +51,9 @@ def load_probe_encoder(spec: str) -> nn.Module:
     kind, _, rest = spec.partition(":")
     if kind == "mel":
         from backend.thunder_model import load_model
+        from backend.models import SHIPPED_THUNDER
 
-        return load_model(rest or "models/thunder").encoder.eval()
+        return load_model(SHIPPED_THUNDER if rest in ("", "shipped") else rest).encoder.eval()
     if kind == "whisper":
         from backend.whisper_encoder import WhisperSpeechEncoder
 

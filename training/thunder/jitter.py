@@ -17,13 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from training.metrics import mean_abs_second_difference
+
 CLOSING = ("mouthClose", "mouthRollLower", "mouthPressLeft", "mouthPressRight")
 
 
 def second_difference(expression: np.ndarray, columns) -> float:
     """Mean |x[t+1] - 2 x[t] + x[t-1]| over frames and the given expression columns."""
-    x = np.asarray(expression, dtype=np.float64)[:, columns]
-    return float(np.abs(x[2:] - 2 * x[1:-1] + x[:-2]).mean()) if len(x) > 2 else 0.0
+    return mean_abs_second_difference(np.asarray(expression, dtype=np.float64)[:, columns])
 
 
 def main(argv=None) -> int:
