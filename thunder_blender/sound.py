@@ -91,9 +91,15 @@ def sound_file(sound, strip_name: str) -> str:
         suffix = Path(sound.filepath).suffix or ".wav"
         path = Path(tempfile.gettempdir()) / f"thunder-packed-{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
         if not path.is_file() or path.stat().st_size != len(data):
-            partial = path.with_name(path.name + f".{os.getpid()}.part")
-            partial.write_bytes(data)
-            os.replace(partial, path)
+            # A unique temporary name in the same folder: never another process's or a user's file.
+            handle, partial = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
+            try:
+                with os.fdopen(handle, "wb") as f:
+                    f.write(data)
+                os.replace(partial, path)
+            except BaseException:
+                Path(partial).unlink(missing_ok=True)
+                raise
         return str(path)
     path = bpy.path.abspath(sound.filepath, library=sound.library)
     if not os.path.isfile(path):
