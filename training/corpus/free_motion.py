@@ -35,8 +35,8 @@ EMOTION_POSES: dict[str, dict[str, float]] = {
 }
 EMOTION_JAW = {"surprised": 0.03}
 # Resting upper-face components a person may hold through a clip, with the largest weight drawn for each.
-REST_COMPONENTS = {"browInnerUp": 0.35, "browOuterUp": 0.3, "browDown": 0.35, "eyeSquint": 0.4, "eyeWide": 0.3,
-                   "cheekSquint": 0.25, "noseSneer": 0.12}
+REST_COMPONENTS = {"browInnerUp": 0.5, "browOuterUp": 0.45, "browDown": 0.45, "eyeSquint": 0.5, "eyeWide": 0.4,
+                   "cheekSquint": 0.35, "noseSneer": 0.15}
 BLINK_RATE_PER_MINUTE = (10.0, 25.0)
 BLINK_MIN_INTERVAL_S = 0.35
 BLINK_CLOSED_THRESHOLD = 0.5  # an eyeBlink value above this is a closed eye, for counting blinks
@@ -205,7 +205,7 @@ def draw_character(rng: np.random.Generator) -> dict:
     """A clip's upper-face character: resting components, brow lean, how much brows and head follow the voice,
     whether emphasis knits the brows, and the blink rate."""
     rest = {name: round(float(rng.uniform(0.05, top)), 3) for name, top in REST_COMPONENTS.items()
-            if rng.random() < 0.4}
+            if rng.random() < 0.5}
     if "eyeWide" in rest and "eyeSquint" in rest:  # one or the other
         del rest["eyeWide" if rng.random() < 0.5 else "eyeSquint"]
     return {
@@ -260,8 +260,8 @@ def free_motion(rng: np.random.Generator, audio: np.ndarray, phones: list[Segmen
             dt = np.clip(t - (ts - 0.08), 0.0, None) / 0.14  # a quick dip, a slower return
             nods += prominence * rng.uniform(0.5, 1.0) * dt * np.exp(1.0 - dt)
     contour = smooth(np.nan_to_num(pitch, nan=0.0), 3.0) / 4.0  # +-4 semitones -> +-1
-    brow = np.clip(brow, 0.0, 1.3) * activity * rng.uniform(0.35, 0.6)
-    brow_contour = np.clip(contour, -0.5, 1.0) * activity * rng.uniform(0.05, 0.15)
+    brow = np.clip(brow, 0.0, 1.3) * activity * rng.uniform(0.5, 0.9)
+    brow_contour = np.clip(contour, -0.5, 1.0) * activity * rng.uniform(0.1, 0.25)
     if character["emphasis_knits"]:
         add_sided(expr_map, expression, "browDown", 0.8 * brow, character["brow_lean"])
         expr_map.add(expression, "browInnerUp", 0.3 * brow)
