@@ -198,3 +198,14 @@ def test_default_sentences_fall_back_with_a_sentence(monkeypatch, tmp_path, caps
     assert commands.cmd_corpus_make(args) == 0
     assert seen["settings"].sentences is None
     assert "there is no sentences file at" in capsys.readouterr().out
+
+
+def test_opus_without_ffmpeg_is_one_sentence(monkeypatch):
+    import shutil
+
+    from training.corpus.errors import EngineMissingError
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    acoustics = {"clean": False, "seed": 1, "peak_dbfs": -6.0, "codec": {"kind": "opus", "kbps": 16}}
+    with pytest.raises(EngineMissingError, match="ffmpeg is not installed"):
+        degrade(_speechlike(), acoustics)

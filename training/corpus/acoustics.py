@@ -176,14 +176,20 @@ def _opus(audio: np.ndarray, kbps: int) -> np.ndarray:
     """Opus through ffmpeg's libopus and back; ffmpeg drops the encoder's pre-skip, so timing is kept."""
     from training.corpus.format import read_audio, to_mono_16k, write_wav
 
+    from training.corpus.errors import EngineMissingError, ThunderError
+
     if not shutil.which("ffmpeg"):
-        raise FileNotFoundError("ffmpeg")
+        raise EngineMissingError("ffmpeg is not installed, and the Opus codec of the corpus's acoustics needs it "
+                                 "(Debian: apt-get install ffmpeg)")
     with tempfile.TemporaryDirectory(prefix="thunder-opus-") as tmp:
         src, enc, dec = Path(tmp) / "in.wav", Path(tmp) / "x.ogg", Path(tmp) / "out.wav"
         write_wav(src, np.clip(audio, -1, 1))
         for args in (["-i", str(src), "-c:a", "libopus", "-b:a", f"{kbps}k", str(enc)],
                      ["-i", str(enc), "-ar", str(SAMPLE_RATE), "-ac", "1", str(dec)]):
-            subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, capture_output=True, timeout=60)
+            result = subprocess.run(["ffmpeg", "-v", "error", "-y", *args], capture_output=True, text=True, timeout=60)
+            if result.returncode != 0:
+                last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+                raise ThunderError(f"ffmpeg could not code the audio as Opus: {last}")
         out, rate = read_audio(dec)
     out = to_mono_16k(out, rate)
     return np.pad(out, (0, max(0, audio.size - out.size)))[:audio.size].astype(np.float32)
