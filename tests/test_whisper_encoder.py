@@ -264,3 +264,14 @@ def test_the_phone_probe_scores_each_encoder_on_each_set(tiny_corpus, tiny_model
             assert 0 <= row[name]["accuracy"] <= 1 and 0 <= row[name]["bilabial_recall"] <= 1
         assert row["real read speech"] == row["synthetic test voices"]  # the same clips, the same scores
     assert capsys.readouterr().out.count("| whisper:2 | 384 |") == 1
+
+
+def test_the_offline_encoder_loads_without_importing_transformers():
+    """Cold start: transformers' import alone costs seconds, so the wheel's encoder is built from torch's layers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from backend.whisper_encoder import WhisperSpeechEncoder; "
+            "e = WhisperSpeechEncoder.pretrained(); print(e.dim, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["384", "False"]
