@@ -27,18 +27,13 @@ import bpy
 
 from . import head_build, session, takes
 from .properties import LIMITS
-from .errors import ThunderError
+from .errors import USER_ERRORS, ThunderError
 from .export import check_folder, export_takes
 from .head_build import check_head, head_of
 from .sound import AudioSourceError, file_audio, scene_fps, strip_audio
-from .take_file import TakeReadError, read_take
+from .take_file import read_take
 
 MAX_SEED = LIMITS["seed"][1]
-
-
-# Every user error of the add-on's modules is a ThunderError (thunder_blender/errors.py); the take reader's
-# TakeReadError (take_file.py, shared in spirit with the backend's reader) is listed beside it.
-USER_ERRORS = (ThunderError, TakeReadError)
 
 
 @dataclass

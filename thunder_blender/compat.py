@@ -15,6 +15,11 @@ from dataclasses import dataclass
 
 
 # ---------------------------------------------------------------------------------------------- strips
+def strips(editor):
+    """A sequence editor's top-level strips, to add new ones to (4.5: `strips` or `sequences`; 5.x: `strips`)."""
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
 def sound_strips(scene) -> list:
     """The scene's sound strips, in the Sequencer's order (none without a sequence editor)."""
     editor = scene.sequence_editor

@@ -84,15 +84,26 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, face_re
     return mesh
 
 
+HEAD_ARRAYS = ("vertices", "faces", "expression_basis", "pose_basis", "joints", "joint_expression_basis",
+               "weights", "parents")   # and "face_region" when the head has regions
+
+
 def build_head(head_file, info: dict, name: str | None = None, collection=None, location=(0.0, 0.0, 0.0)):
     """Build the head described by the backend's `head` reply `info` from its file; returns the armature
     object (the head's handle: takes, settings and identity live on it)."""
     arrays = read_head_arrays(head_file)
-    needed = ("vertices", "faces", "expression_basis", "pose_basis", "joints", "joint_expression_basis",
-              "weights", "parents")
-    missing = [key for key in needed if key not in arrays]
+    missing = [key for key in HEAD_ARRAYS if key not in arrays]
     if missing:
         raise HeadBuildError(f"the head file {head_file} lacks {', '.join(missing)}")
+    return build_head_from_arrays(arrays, info, name, collection, location)
+
+
+def build_head_from_arrays(arrays: dict, info: dict, name: str | None = None, collection=None,
+                           location=(0.0, 0.0, 0.0)):
+    """build_head from the arrays themselves (HEAD_ARRAYS, as the backend's head_mesh_arrays makes them)."""
+    missing = [key for key in HEAD_ARRAYS if key not in arrays]
+    if missing:
+        raise HeadBuildError(f"the head's arrays lack {', '.join(missing)}")
     name = name or "Thunder head"
     collection = collection or bpy.context.scene.collection
     vertices = arrays["vertices"].astype(np.float64)
