@@ -12,8 +12,8 @@ import dataclasses
 import numpy as np
 import torch
 
-from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, log_mel_spectrogram
-from training.m2s.model import UNITS_PER_FRAME
+from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, UNITS_PER_FRAME, log_mel_spectrogram
+from training.m2s.loss import IGNORE
 
 
 @dataclasses.dataclass
@@ -84,7 +84,7 @@ def crop_batch(examples: list[M2SExample], batch_size: int, window: int, rng: np
         lengths.append(n_out)
     batch = {
         "motion": torch.zeros(batch_size, window, examples[0].motion.shape[1]),
-        "units": torch.full((batch_size, window * UNITS_PER_FRAME), -100, dtype=torch.long),
+        "units": torch.full((batch_size, window * UNITS_PER_FRAME), IGNORE, dtype=torch.long),
         "mel": torch.zeros(batch_size, window * MELS_PER_FRAME, examples[0].mel.shape[1]),
         "lengths": torch.tensor(lengths),
     }

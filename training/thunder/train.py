@@ -36,6 +36,7 @@ from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
 from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
 from training.corpus.format import open_corpus
+from training.m2s.loss import unit_and_mel_loss
 from training.m2s.units import PhoneUnits
 from training.plots import plot_training_log
 from training.schedule import warmup_cosine
@@ -160,14 +161,8 @@ class ThunderLoss(nn.Module):
             if len(chosen):
                 motion = unpack_motion(model.stats.denormalize(x0_hat[chosen]), model.n_expression)
                 units, mel = self.m2s.from_motion(motion["expression"], motion["jaw"], lengths[chosen])
-                target_units = batch["units"][chosen]
-                ce = nn.functional.cross_entropy(units.transpose(1, 2), target_units, ignore_index=-100,
-                                                 reduction="none")
-                unit_mask = (target_units != -100).to(ce.dtype)
-                ce = (ce * unit_mask).sum(1) / unit_mask.sum(1).clamp_min(1)
-                mel_mask = unit_mask.repeat_interleave(2, dim=1)[..., None]
-                mel_l1 = ((mel - batch["mel"][chosen]).abs() * mel_mask).sum((1, 2)) / (
-                    mel_mask.sum((1, 2)) * mel.shape[-1]).clamp_min(1)
+                ce, mel_l1 = unit_and_mel_loss(units, mel, batch["units"][chosen], batch["mel"][chosen],
+                                               per_clip=True)
                 m2s_loss = m2s_loss.index_add(0, chosen, ce + cfg.m2s_mel_weight * mel_l1)
                 parts["m2s_unit_ce"] = ce.mean()
                 parts["m2s_mel_l1"] = mel_l1.mean()
