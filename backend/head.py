@@ -27,6 +27,7 @@ from backend.errors import HeadFileError, HeadInputError
 from backend.flame_file import JOINT_NAMES, HeadData, load_head_file
 from backend.head_regions import derive_regions
 from backend.lbs import lbs, vertices_to_joints
+from backend.motion import POSE_PARTS
 
 BUILTIN_HEAD_PATH = Path(__file__).parent / "builtin_head" / "builtin_head.npz"
 VERTEX_SET_NAMES = ("lips", "lips_upper", "lips_lower", "lips_inner", "lips_outer", "mouth_region",
@@ -118,8 +119,7 @@ class Head(torch.nn.Module):
     def forward(self, expression=None, jaw=None, neck=None, eyes=None, shape=None, global_pose=None,
                 translation=None, return_joints: bool = False):
         """Per-frame parameters (see the module docstring) to vertices (T, V, 3), and joints (T, 5, 3)."""
-        widths = {"expression": self.n_expression, "jaw": 3, "neck": 3, "eyes": 6, "global_pose": 3,
-                  "translation": 3}
+        widths = {"expression": self.n_expression, **dict(POSE_PARTS), "global_pose": 3, "translation": 3}
         given = {"expression": expression, "jaw": jaw, "neck": neck, "eyes": eyes,
                  "global_pose": global_pose, "translation": translation}
         for name, value in given.items():
@@ -149,8 +149,8 @@ class Head(torch.nn.Module):
             return value
 
         expression = per_frame("expression", expression, self.n_expression, at_most=True)
-        pose = torch.cat([per_frame("global_pose", global_pose, 3), per_frame("neck", neck, 3),
-                          per_frame("jaw", jaw, 3), per_frame("eyes", eyes, 6)], dim=1)
+        pose = torch.cat([per_frame(name, value, widths[name]) for name, value in
+                          (("global_pose", global_pose), ("neck", neck), ("jaw", jaw), ("eyes", eyes))], dim=1)
         translation = per_frame("translation", translation, 3)
         if shape is None:
             shape = torch.zeros(n_frames, self.n_shape, device=device, dtype=dtype)

@@ -236,3 +236,12 @@ def test_settings_are_checked_against_the_model(generator):
         generator.settings({"stesp": 3})
     with pytest.raises(GenerateError, match="'steps' must be a whole number, not 'ten'"):
         generator.settings({"steps": "ten"})
+
+
+def test_the_backend_and_the_take_reader_agree_on_the_motion_layout():
+    """backend/motion.py's POSE_PARTS (the models' packed frames) and the take rule's part widths (the add-on's
+    reader) are the same layout: expression, jaw 3, neck 3, eyes 6."""
+    from backend.motion import POSE_PARTS
+    from backend.takes import PART_WIDTHS
+
+    assert PART_WIDTHS == {"expression": None, **dict(POSE_PARTS)}

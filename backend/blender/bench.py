@@ -27,6 +27,7 @@ def main(argv=None) -> int:
 
     from backend.blender.preview import reset_blender
     from backend.head import head_description, head_mesh_arrays, load_head
+    from backend.motion import POSE_PARTS
     from backend.takes import Take, save_take
     from thunder_blender import headless
 
@@ -43,9 +44,9 @@ def main(argv=None) -> int:
 
         keying = []
         for k in range(args.takes):
+            spread = {"jaw": 0.1, "neck": 0.05, "eyes": 0.05}
             parts = {"expression": rng.normal(0, 0.5, (frames, head.n_expression)),
-                     "jaw": rng.normal(0, 0.1, (frames, 3)), "neck": rng.normal(0, 0.05, (frames, 3)),
-                     "eyes": rng.normal(0, 0.05, (frames, 6))}
+                     **{name: rng.normal(0, spread[name], (frames, width)) for name, width in POSE_PARTS}}
             path = Path(folder) / f"take{k}.npz"
             save_take(path, Take(**{n: v.astype(np.float32) for n, v in parts.items()}, fps=25.0, seed=k,
                                  settings={}, model={"name": "bench", "hash": "-"},
