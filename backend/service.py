@@ -41,7 +41,7 @@ import numpy as np
 
 from backend import __version__
 from backend.errors import ThunderError
-from backend.files import prepare_output_folder, write_atomically
+from backend.files import prepare_output_folder, refuse_existing, write_atomically
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20  # a request line longer than this is refused unread (requests are small JSON)
@@ -345,9 +345,7 @@ class Service:
         out = prepare_output_folder(out, "the generate request's out folder")
         stem = Path(audio or samples).stem
         paths = [out / take_file_name(stem, k + 1, seed) for k, seed in enumerate(seeds)]
-        existing = [p for p in paths if p.exists()]
-        if existing:
-            raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite take files")
+        refuse_existing(paths, "take files")
 
         job = GenerateJob(request["id"])
         job.thread = threading.Thread(target=self._run_generate, name=f"thunder-generate-{request['id']}",

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 from backend.blender.preview import (CAPTION_COLOR, CameraView, add_caption, aim_camera, place_caption, read_png,
                                      remove_caption, reset_blender, setup_workbench, tile_images, write_png)
 from backend.errors import ThunderError
+from backend.files import refuse_existing
 
 FORMATS = ("fbx", "abc", "usd")
 FRAME_START = 1
@@ -120,8 +121,7 @@ class TakeScene:
         import bpy
 
         path = Path(path).resolve()
-        if path.exists():
-            raise SceneError(f"{path} already exists; Thunder does not overwrite files")
+        refuse_existing([path], error=SceneError)
         path.parent.mkdir(parents=True, exist_ok=True)
         sound = self.strip.sound
         if sound.packed_file is None and Path(self.audio_path).stat().st_size <= PACK_LIMIT_BYTES:
@@ -176,8 +176,7 @@ class TakeScene:
         import bpy
 
         path = Path(path).resolve()
-        if path.exists():
-            raise SceneError(f"{path} already exists; Thunder does not overwrite files")
+        refuse_existing([path], error=SceneError)
         path.parent.mkdir(parents=True, exist_ok=True)
         scene, total = self.scene, self.frames
 
@@ -409,9 +408,7 @@ def write_take_scene(head, audio_path, take_paths: Sequence, fps: float, out, ou
 
     stem = Path(audio_path).stem
     planned = scene_output_paths(out, stem, len(take_paths), outputs)
-    existing = [p for p in planned if p.exists()]
-    if existing:
-        raise SceneError(f"{existing[0]} already exists; Thunder does not overwrite files")
+    refuse_existing(planned, error=SceneError)
     report = report or (lambda what, seconds: None)
     with blender_output_silenced():
         scene = build_take_scene(head, audio_path, take_paths, fps, name=head_object_name(stem),
