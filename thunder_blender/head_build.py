@@ -23,7 +23,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import rig_math
+from . import compat, rig_math
 from .errors import ThunderError
 
 SLIDER_RANGE = 10.0   # Blender's hard limit for shape-key sliders
@@ -69,9 +69,8 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, face_re
         color = (*REGION_COLORS.get(region, REGION_COLORS["skin"]), 1.0)
         material.diffuse_color = color      # the viewport's solid mode and Workbench
         material.roughness = 0.55 if region in ("sclera", "iris", "pupil", "lips") else 0.75
-        if getattr(material, "node_tree", None) is None and hasattr(material, "use_nodes"):
-            material.use_nodes = True        # 4.5 makes node trees on request; 5.x always has one
-        principled = material.node_tree.nodes.get("Principled BSDF") if material.node_tree else None
+        tree = compat.material_node_tree(material)
+        principled = tree.nodes.get("Principled BSDF") if tree else None
         if principled is not None:
             principled.inputs["Base Color"].default_value = color   # EEVEE and Cycles
             principled.inputs["Roughness"].default_value = material.roughness

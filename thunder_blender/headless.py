@@ -10,6 +10,7 @@ is what the add-on would have made. backend/blender/ imports this module of thun
     read_take(path), add_take(head, ...), activate(head, index)
     animate_from_strip(scene, strip, head)      the panel's settings: this head, this strip
     export_takes(head, folder, formats), planned_paths(folder, head_name, take_names, formats)
+    set_media_type(image_settings, "IMAGE" | "VIDEO")   Blender's drift in render output (compat.py)
 
 Problems are USER_ERRORS (the add-on's ThunderError and the take reader's TakeReadError), one sentence each.
 """
@@ -20,6 +21,7 @@ import math
 from pathlib import Path
 
 from . import compat, properties, sound
+from .compat import set_media_type
 from .errors import USER_ERRORS, ThunderError
 from .export import FORMATS, export_takes, planned_paths
 from .head_build import HEAD_ARRAYS, REGION_COLORS, build_head_from_arrays, mesh_from_arrays
@@ -28,7 +30,7 @@ from .takes import activate, add_take
 
 __all__ = ["USER_ERRORS", "ThunderError", "TakeReadError", "TakeData", "FORMATS", "HEAD_ARRAYS", "REGION_COLORS",
            "register_properties", "build_head", "mesh_from_arrays", "add_sound_strip", "read_take", "add_take",
-           "activate", "animate_from_strip", "export_takes", "planned_paths"]
+           "activate", "animate_from_strip", "export_takes", "planned_paths", "set_media_type"]
 
 
 def register_properties() -> None:

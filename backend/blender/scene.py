@@ -263,10 +263,11 @@ class TakeScene:
 
 def _video_output(scene) -> bool:
     """Switch the scene's output to an H.264 MP4 with AAC audio; False when this Blender has no FFMPEG output."""
+    from thunder_blender import headless
+
     settings = scene.render.image_settings
     try:
-        if hasattr(settings, "media_type"):     # 5.0 sorts outputs into images and videos
-            settings.media_type = "VIDEO"
+        headless.set_media_type(settings, "VIDEO")
         settings.file_format = "FFMPEG"
     except TypeError:                           # not in the enum: built without FFmpeg
         _still_output(scene)
@@ -283,9 +284,10 @@ def _video_output(scene) -> bool:
 
 
 def _still_output(scene) -> None:
+    from thunder_blender import headless
+
     settings = scene.render.image_settings
-    if hasattr(settings, "media_type"):
-        settings.media_type = "IMAGE"
+    headless.set_media_type(settings, "IMAGE")
     settings.file_format = "PNG"
     settings.color_mode = "RGB"
 
