@@ -107,6 +107,35 @@ CONFIGS = {
 }
 
 
+# Help for the command-line options (training/config_options.py makes one per plain field of the config).
+OPTION_HELP = {
+    "w_m2s": "weight of the M2S loss (0: none)",
+    "m2s_max_t": "apply the M2S loss below this fraction of the timesteps",
+    "m2s_trainable": "fine-tune M2S too (default: frozen)",
+    "velocity_weight": "weight of the frame-to-frame velocity loss (default 1)",
+    "acceleration_weight": "weight of the second-difference loss, against single-frame spikes (default 0)",
+    "acceleration_max_t": "apply the second-difference loss below this fraction of the timesteps (default 1)",
+    "init": "start from this THUNDER checkpoint's weights",
+    "encoder_init": "the pretrained offline audio encoder (thunder encoder train)",
+    "encoder": "mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / HuBERT hub id "
+               "(default: the config's)",
+    "encoder_layer": "Whisper: the layer whose states are the features (0: its default, 3)",
+    "cache": "keep the prepared training examples in this file and reuse them",
+    "lr": "peak learning rate (cosine decay to a tenth of it)",
+    "warmup": "warmup steps",
+    "max_clips": "use only this many training clips",
+}
+
+
+def add_train_options(parser) -> None:
+    """--config (a name of CONFIGS) and one option per plain field of ThunderTrainConfig: the options of
+    `thunder train` and of this file under torchrun."""
+    from training.config_options import add_config_options
+
+    parser.add_argument("--config", default="thunder-f", choices=sorted(CONFIGS))
+    add_config_options(parser, ThunderTrainConfig, OPTION_HELP)
+
+
 def named_config(name: str, **overrides) -> ThunderTrainConfig:
     if name not in CONFIGS:
         raise ThunderError(f"unknown training config '{name}'; choose {', '.join(CONFIGS)}")
@@ -375,13 +404,12 @@ def _json(cfg: ThunderTrainConfig) -> dict:
     return data
 
 
-if __name__ == "__main__":  # torchrun -m training.thunder.train --config NAME [--out DIR] [--steps N]
+if __name__ == "__main__":  # torchrun -m training.thunder.train --config NAME [any option of thunder train]
     import argparse
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="thunder-f")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--steps", type=int, default=None)
+    from training.config_options import config_overrides
+
+    parser = argparse.ArgumentParser(prog="python -m training.thunder.train")
+    add_train_options(parser)
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("out", args.out), ("steps", args.steps)) if v is not None}
-    train(named_config(args.config, **overrides))
+    train(named_config(args.config, **config_overrides(args, ThunderTrainConfig)))
