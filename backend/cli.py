@@ -122,7 +122,7 @@ def cmd_generate(args) -> int:
     from backend.frame_rate import check_fps
     from backend.generate import Generator, take_seeds
     from backend.progress import ProgressBar
-    from backend.takes import save_take, take_file_name
+    from backend.take_file import save_take, take_file_name
 
     # 1. The arguments (the output folder too), then the model (its emotions decide which settings are
     # valid), then the settings.
@@ -194,7 +194,7 @@ def cmd_demo(args) -> int:
 
     from backend.files import prepare_output_folder, refuse_existing
     from backend.generate import Generator, take_seeds
-    from backend.takes import save_take, take_file_name
+    from backend.take_file import save_take, take_file_name
 
     started = time.monotonic()
     require_blender()

@@ -317,7 +317,7 @@ class Service:
         from backend.audio_io import check_sample_rate
         from backend.frame_rate import check_fps
         from backend.generate import take_seeds
-        from backend.takes import take_file_name
+        from backend.take_file import take_file_name
 
         if self.job is not None:  # only this thread starts jobs, so the check cannot go stale before the start
             raise BusyError(f"the service is busy with generate request {self.job.request_id}; "
@@ -358,7 +358,7 @@ class Service:
                       paths) -> None:
         """The worker: audio, sampling with progress and cancel, the take files, then one final event."""
         from backend.diffusion.samplers import Cancelled
-        from backend.takes import save_take
+        from backend.take_file import save_take
 
         started = time.monotonic()
 

@@ -282,7 +282,7 @@ def test_start_backend_becomes_ready_and_says_hello(managers):
 
 @pytest.mark.timeout(60)
 def test_generate_streams_progress_then_the_take_files(managers, speech, tmp_path):
-    from backend.takes import load_take
+    from backend.take_file import load_take
 
     spy = []
     manager = fake_manager(spy=spy)
@@ -507,7 +507,7 @@ def test_a_backend_of_another_protocol_is_refused(managers, tmp_path):
 @pytest.mark.timeout(300)
 def test_the_real_backend_generates_a_take(managers, tmp_path):
     """`python -m backend.cli serve --threads 1` with the shipped model, driven as the add-on drives it."""
-    from backend.takes import load_take
+    from backend.take_file import load_take
 
     wav = write_wav(tmp_path / "line.wav", 1.0)
     manager = JobManager(lambda: dict(SETTINGS),

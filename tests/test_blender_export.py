@@ -26,7 +26,7 @@ import torch
 
 from backend import lbs
 from backend.head import head_mesh_arrays
-from backend.takes import Take, save_take, take_vertices
+from backend.take_file import Take, save_take, take_vertices
 from blender_harness import blender_pythons, python_id
 from export_readback import usd_blendshape_weights, usd_joint_rotations
 

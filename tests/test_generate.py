@@ -19,8 +19,8 @@ from backend.audio_io import AudioFileError
 from backend.cli import main as thunder
 from backend.frame_rate import FrameRateError, check_fps, frames_for_seconds, resample_motion
 from backend.generate import GenerateError, Generator, speech_from_samples
-from backend.sampling import SamplingError
-from backend.takes import TakeFileError, load_take, save_take, take_vertices
+from backend.take_sampling import SamplingError
+from backend.take_file import TakeFileError, load_take, save_take, take_vertices
 from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -253,7 +253,7 @@ def test_the_backend_and_the_take_reader_agree_on_the_motion_layout():
     reader) are the same layout: expression, jaw 3, neck 3, eyes 6."""
     from backend.frame_rate import ROTATION_PARTS
     from backend.motion import POSE_PARTS
-    from backend.takes import PART_WIDTHS
+    from backend.take_file import PART_WIDTHS
 
     assert PART_WIDTHS == {"expression": None, **dict(POSE_PARTS)}
     assert ROTATION_PARTS == tuple(name for name, _ in POSE_PARTS)   # resampled by Slerp

@@ -22,7 +22,7 @@ import torch
 
 import backend.generate
 from backend.service import Service
-from backend.takes import load_take
+from backend.take_file import load_take
 from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
 from processes import wait_for_end
 

@@ -7,7 +7,7 @@ user's own Python environment, started as a subprocess that talks JSON lines ove
     properties.py   what is saved in the .blend: heads, takes, the panel's settings
     head_build.py   the head from the backend's arrays: mesh, shape keys, armature, skinning
     rig_math.py     a take's per-frame parameters as shape-key values and bone channels (numpy)
-    takes.py        one slotted action per take; activate, delete
+    take_actions.py one slotted action per take; activate, delete
     take_file.py    reading a take file (numpy only; the backend's reader shares its rule)
     sound.py        the audio seconds and first frame of a sound strip or file
     export.py       FBX, Alembic and USD

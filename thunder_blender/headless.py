@@ -26,7 +26,7 @@ from .errors import USER_ERRORS, ThunderError
 from .export import FORMATS, export_takes, planned_paths
 from .head_build import HEAD_ARRAYS, REGION_COLORS, build_head_from_arrays, mesh_from_arrays
 from .take_file import TakeData, TakeReadError, read_take
-from .takes import activate, add_take
+from .take_actions import activate, add_take
 
 __all__ = ["USER_ERRORS", "ThunderError", "TakeReadError", "TakeData", "FORMATS", "HEAD_ARRAYS", "REGION_COLORS",
            "register_properties", "build_head", "mesh_from_arrays", "add_sound_strip", "read_take", "add_take",

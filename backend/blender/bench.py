@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     from backend.blender.preview import reset_blender
     from backend.head import head_description, head_mesh_arrays, load_head
     from backend.motion import POSE_PARTS
-    from backend.takes import Take, save_take
+    from backend.take_file import Take, save_take
     from thunder_blender import headless
 
     reset_blender()

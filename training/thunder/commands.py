@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from backend.head import load_head
     from backend.progress import ProgressBar
-    from backend.sampling import SamplingSettings
+    from backend.take_sampling import SamplingSettings
     from backend.thunder_model import load_model
     from training.thunder.evaluate import evaluate_corpus, evaluate_real_speech, format_table, write_result
 
