@@ -54,7 +54,7 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
     smoothed with a Gaussian of ENVELOPE_SIGMA_FRAMES (1 frame, 40 ms), so it follows syllables (the
     4-8 Hz beat the jaw follows) and not single pitch periods or plosive bursts.
     envelope_correlation: the Pearson r of the lip opening with it at the best lag within +-3 frames
-    (120 ms either way: lips lead or lag the sound), as method.md asks.
+    (120 ms either way: lips lead or lag the sound), as docs/method.md asks.
   - blinks: the blink signal is the mean of the eyeBlinkLeft and eyeBlinkRight expression weights (1 =
     lids shut on the built-in head). A blink starts when the signal rises above BLINK_ON (0.5) and ends when
     it falls below BLINK_OFF (0.25), so a wobble around 0.5 is one blink, not several. Blink rate =
