@@ -14,14 +14,14 @@ def test_sentences_are_deterministic_and_cover_the_phones():
     a, b = make_sentences(200, seed=5), make_sentences(200, seed=5)
     assert a == b and a != make_sentences(200, seed=6)
     assert make_sentences(50, seed=5) == a[:50]  # plans grow by prefix
-    kinds = {k for k, _ in a}
+    kinds = {k for k, _, _ in a}
     assert kinds == {"grid", "dictionary"}
     dictionary = load_dictionary()
-    for kind, text in a:
-        assert all(w in dictionary for w in text.split())
+    for kind, spoken, text in a:
+        assert spoken == text and all(w in dictionary for w in text.split())
         if kind == "grid":
             assert [w in slot for w, slot in zip(text.split(), GRID_SLOTS)] == [True] * 6
-    counts = phone_counts(t for _, t in a)
+    counts = phone_counts(t for _, _, t in a)
     assert sum(1 for p in PHONES if counts[p] > 0) >= 38
 
 

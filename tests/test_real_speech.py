@@ -14,11 +14,12 @@ import soundfile
 import torch
 
 from backend.audio import write_wav
+from backend.models import SHIPPED_THUNDER
 from backend.cli import main as thunder
 from training.corpus.synth import synthesize
 from training.corpus.voices import VoiceConfig
 
-SHIPPED = str(Path(__file__).resolve().parent.parent / "models" / "thunder")
+SHIPPED = str(SHIPPED_THUNDER)
 SENTENCES = {"bob": ("flite:kal16", "Bob bought a big map, and the zorblax man made me laugh."),
              "maps": ("espeak-ng:en-us+m3", "My father's pub has a bad lamp by the palm tree.")}
 

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def cmd_corpus_make(args) -> int:
     from training.corpus.make import MakeSettings, make_corpus
+    from training.corpus.text import DEFAULT_SENTENCES, default_sentences_file
     from training.corpus.voices import ENGINES
 
     engines = tuple(e.strip() for e in args.engines.split(",") if e.strip()) if args.engines else ENGINES
+    sentences = args.sentences
+    if sentences is None:
+        sentences = default_sentences_file()
+        if sentences is None:
+            print(f"thunder: there is no sentences file at {DEFAULT_SENTENCES}, so the corpus speaks generated "
+                  "GRID-style and dictionary sentences; give --sentences FILE for natural ones")
     settings = MakeSettings(clips=args.clips, voices=args.voices, seed=args.seed, engines=engines,
-                            voice_specs=tuple(args.voice or ()), head=args.head)
+                            voice_specs=tuple(args.voice or ()), head=args.head,
+                            sentences=str(Path(sentences).resolve()) if sentences else None,
+                            augment=not args.clean, clean_fraction=args.clean_fraction)
     summary = make_corpus(args.out, settings, workers=args.workers, progress=not args.quiet)
     return 0 if summary["failed"] == 0 else 1
 
@@ -88,6 +98,13 @@ def register_corpus(subcommands) -> None:
     make.add_argument("--seed", type=int, default=0)
     make.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     make.add_argument("--head", default="builtin", help="the head the motion is made for (default builtin)")
+    make.add_argument("--sentences", metavar="FILE",
+                      help="sentences to speak, id<TAB>text a line (default: ../shared/text/ljspeech_sentences.tsv "
+                           "beside the repository where it exists, else generated sentences)")
+    make.add_argument("--clean", action="store_true",
+                      help="no recording degradation (room, noise, microphone, codec): clean synthetic audio only")
+    make.add_argument("--clean-fraction", type=float, default=0.18,
+                      help="share of clips left clean when degrading (default 0.18)")
     make.add_argument("--quiet", action="store_true", help="no progress bar")
     make.set_defaults(run=cmd_corpus_make)
 

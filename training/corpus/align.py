@@ -34,16 +34,51 @@ def _decoder(wide: bool = False):
     return Decoder(lm=None, loglevel="FATAL", cmn="batch", bestpath=False, **(WIDE_BEAMS if wide else {}))
 
 
-def _run(decoder, pcm: bytes, text: str):
+def _run(decoder, pcm: bytes, text: str) -> list[tuple[str, int, int, list[tuple[str, int, int]]]]:
+    """[(word, start frame, frames, [(phone, start frame, frames)])] of one utterance: words, then phones.
+
+    The phone (state) alignment of a long utterance often fails to finish in pocketsphinx even when its word
+    alignment succeeds; then the phones are aligned in two halves on the word alignment's spans, and so on
+    down to single words."""
     decoder.set_align_text(text)
     decoder.start_utt()
     decoder.process_raw(pcm, full_utt=True)
     decoder.end_utt()
-    decoder.set_alignment()
-    decoder.start_utt()
-    decoder.process_raw(pcm, full_utt=True)
-    decoder.end_utt()
-    return decoder.get_alignment()
+    if decoder.hyp() is None:
+        raise RuntimeError("the word alignment did not reach the end of the text")
+    words = [(seg.word, seg.start_frame, seg.end_frame - seg.start_frame + 1) for seg in decoder.seg()]
+    spoken = [i for i, w in enumerate(words) if not _is_silence(w[0])]
+    if [words[i][0].split("(")[0] for i in spoken] != text.split():
+        raise RuntimeError(f"the word alignment found {len(spoken)} of the {len(text.split())} words")
+    try:
+        decoder.set_alignment()
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        result = [(w.name, w.start, w.duration, [(p.name, p.start, p.duration) for p in w])
+                  for w in decoder.get_alignment()]
+        if [w[0].split("(")[0] for w in result if not _is_silence(w[0])] == text.split():
+            return result
+        problem = "the phone alignment stopped early"
+    except RuntimeError as exc:
+        problem = str(exc)
+    if len(spoken) <= 1:
+        raise RuntimeError(problem)
+    out: list = []
+    bytes_per_frame = 2 * int(SAMPLE_RATE * FRAME_SECONDS)
+    half = (len(spoken) + 1) // 2
+    for c in range(0, len(spoken), half):
+        group = [words[i] for i in spoken[c:c + half]]
+        first, last = group[0][1], group[-1][1] + group[-1][2]
+        if out and first > out[-1][1] + out[-1][2]:  # the silence between groups
+            end = out[-1][1] + out[-1][2]
+            out.append(("<sil>", end, first - end, [(SILENCE, end, first - end)]))
+        elif not out and first > 0:
+            out.append(("<sil>", 0, first, [(SILENCE, 0, first)]))
+        chunk = pcm[first * bytes_per_frame:last * bytes_per_frame]
+        sub = _run(decoder, chunk, " ".join(w[0].split("(")[0] for w in group))
+        out += [(w, s + first, d, [(p, ps + first, pd) for p, ps, pd in phones]) for w, s, d, phones in sub]
+    return out
 
 
 def _known(word: str) -> bool:
@@ -77,7 +112,7 @@ def align(audio: np.ndarray, text: str,
             _decoder.cache_clear()  # a failed search can leave the decoder unusable
             alignment = None
         if alignment is not None:
-            spoken = [w.name.split("(")[0] for w in alignment if not _is_silence(w.name)]
+            spoken = [w[0].split("(")[0] for w in alignment if not _is_silence(w[0])]
             if spoken == words:
                 break
             problem = f"it aligned {len(spoken)} of the {len(words)} words"
@@ -87,14 +122,14 @@ def align(audio: np.ndarray, text: str,
     seconds = audio.size / SAMPLE_RATE
     word_segs: list[Segment] = []
     phone_segs: list[Segment] = []
-    for word in alignment:
-        name = "<sil>" if _is_silence(word.name) else word.name.split("(")[0]
-        start, end = word.start * FRAME_SECONDS, (word.start + word.duration) * FRAME_SECONDS
+    for word_name, word_start, word_frames, phones in alignment:
+        name = "<sil>" if _is_silence(word_name) else word_name.split("(")[0]
+        start, end = word_start * FRAME_SECONDS, (word_start + word_frames) * FRAME_SECONDS
         word_segs.append(Segment(name, start, min(end, seconds)))
-        for phone in word:
-            label = SILENCE if phone.name in ("SIL", "+SPN+", "+NSN+") or name == "<sil>" else phone.name
-            p_start = phone.start * FRAME_SECONDS
-            p_end = min((phone.start + phone.duration) * FRAME_SECONDS, seconds)
+        for phone_name, phone_start, phone_frames in phones:
+            label = SILENCE if phone_name in ("SIL", "+SPN+", "+NSN+") or name == "<sil>" else phone_name
+            p_start = phone_start * FRAME_SECONDS
+            p_end = min((phone_start + phone_frames) * FRAME_SECONDS, seconds)
             phone_segs.append(Segment(label, p_start, p_end))
     # Close the tiling: a silence from the last phone to the end of the audio.
     if phone_segs and seconds - phone_segs[-1].end >= FRAME_SECONDS:

@@ -3,7 +3,8 @@
 The plan (which voice says which sentence, with which seed, in which split) is a pure function of the
 settings, so a run is deterministic for a seed and can resume: clips already written are skipped. Clips are
 made by a pool of worker processes (2 by default), each doing: synthesize -> pad with silence -> align ->
-articulate -> free motion -> close the lips on the head -> write. The index is written at the end (also after
+articulate -> free motion -> close the lips on the head -> degrade the audio like a real recording -> write.
+Alignment and motion are made from the clean speech, so the degradation never changes the motion. The index is written at the end (also after
 an interruption), from the clips on disk.
 """
 
@@ -12,16 +13,17 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from backend.progress import ProgressBar
+from training.corpus.acoustics import CLEAN_FRACTION
 from training.corpus.errors import CorpusError, ThunderError
 from training.corpus.format import (SAMPLE_RATE, Clip, ClipMeta, clip_is_written, frames_for_samples,
                                     prepare_output, read_meta, write_clip, write_index)
-from training.corpus.text import make_sentences
+from training.corpus.text import make_sentences, read_sentences
 from training.corpus.voices import ENGINES, VoiceConfig, check_voice, choose_voices, split_by_voice
 
 SETTINGS_FILE = "make_settings.json"
@@ -37,7 +39,10 @@ class MakeSettings:
     engines: tuple[str, ...] = ENGINES
     voice_specs: tuple[str, ...] = ()    # explicit voice configurations (VoiceConfig.parse)
     head: str = "builtin"
-    grid_fraction: float = 0.4
+    grid_fraction: float = 0.4          # generated sentences only (no sentences file)
+    sentences: str | None = None        # a sentences file (text.read_sentences); None: generated sentences
+    augment: bool = True                # degrade the audio like real recordings (acoustics.py)
+    clean_fraction: float = CLEAN_FRACTION
     val_fraction: float = 0.1
     test_fraction: float = 0.1
 
@@ -51,10 +56,13 @@ class MakeSettings:
 class Job:
     clip_id: str
     voice: str
-    text: str
+    text: str                            # the words the aligner reads
     kind: str
     split: str
     seed: list[int] = field(default_factory=list)
+    spoken: str = ""                     # what the engine reads (punctuated); the words when empty
+    augment: bool = True
+    clean_fraction: float = CLEAN_FRACTION
 
 
 def plan(settings: MakeSettings) -> tuple[list[Job], list[VoiceConfig], dict[str, str]]:
@@ -68,12 +76,13 @@ def plan(settings: MakeSettings) -> tuple[list[Job], list[VoiceConfig], dict[str
     for c in configs:
         check_voice(c)
     splits = split_by_voice(configs, settings.seed, settings.val_fraction, settings.test_fraction)
-    sentences = make_sentences(settings.clips, settings.seed, settings.grid_fraction)
+    sentences = make_sentences(settings.clips, settings.seed, settings.grid_fraction, settings.sentences)
     order = np.random.default_rng([settings.seed, 0x0BDE]).permutation(len(configs))
     jobs = []
-    for i, (kind, text) in enumerate(sentences):
+    for i, (kind, spoken, text) in enumerate(sentences):
         config = configs[order[i % len(configs)]]
-        jobs.append(Job(f"c{i:05d}", config.id, text, kind, splits[config.id], [settings.seed, i]))
+        jobs.append(Job(f"c{i:05d}", config.id, text, kind, splits[config.id], [settings.seed, i], spoken,
+                        settings.augment, settings.clean_fraction))
     return jobs, configs, splits
 
 
@@ -81,7 +90,7 @@ def plan(settings: MakeSettings) -> tuple[list[Job], list[VoiceConfig], dict[str
 _worker_state: dict = {}
 
 
-def _init_worker(head_spec: str) -> None:
+def _init_worker(head_spec: str, sentences_file: str | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -89,11 +98,20 @@ def _init_worker(head_spec: str) -> None:
     from training.corpus.articulation import ExpressionMap
 
     head = load_head(head_spec)
-    _worker_state.update(head=head, expr_map=ExpressionMap(list(head.expression_names)), out=None)
+    _worker_state.update(head=head, expr_map=ExpressionMap(list(head.expression_names)), out=None,
+                         babble=babble_sentences(sentences_file))
 
 
-def make_clip(job: Job, head, expr_map) -> Clip:
-    """Make one clip (deterministic for the job's seed)."""
+def babble_sentences(sentences_file: str | None) -> tuple[str, ...]:
+    """What background talkers say: the sentences file's sentences, or generated GRID sentences."""
+    if sentences_file:
+        return tuple(spoken for spoken, _ in read_sentences(sentences_file))
+    return tuple(text for _, text, _ in make_sentences(200, 0, grid_fraction=1.0))
+
+
+def make_clip(job: Job, head, expr_map, babble: tuple[str, ...] = ()) -> Clip:
+    """Make one clip (deterministic for the job's seed). The motion is the same with or without augmentation."""
+    from training.corpus.acoustics import degrade, draw_acoustics
     from training.corpus.align import align
     from training.corpus.articulation import Style, articulate, close_lips
     from training.corpus.free_motion import free_motion
@@ -101,7 +119,12 @@ def make_clip(job: Job, head, expr_map) -> Clip:
 
     rng = np.random.default_rng(job.seed)
     config = VoiceConfig.parse(job.voice)
-    speech = synthesize(config, job.text)
+    # This clip's speaking rate and pitch vary around the voice configuration's, through the engine's own
+    # controls (the alignment is made on what the engine spoke, so it stays right).
+    prosody = np.random.default_rng([*job.seed, 0x9A7E])
+    clip_rate, clip_pitch = round(float(prosody.uniform(0.9, 1.12)), 3), round(float(prosody.normal(0, 1.0)), 2)
+    spoken_by = replace(config, rate=config.rate * clip_rate, pitch=config.pitch + clip_pitch)
+    speech = synthesize(spoken_by, job.spoken or job.text)
     speech = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(0.4, 0.9)
     lead, tail = (int(rng.uniform(a, b) * SAMPLE_RATE) for a, b in ((0.15, 0.5), (0.2, 0.6)))
     audio = np.concatenate([np.zeros(lead), speech, np.zeros(tail)]).astype(np.float32)
@@ -114,12 +137,18 @@ def make_clip(job: Job, head, expr_map) -> Clip:
     expression = np.clip(expression + free.expression, 0.0, 1.0)
     jaw[:, 0] += free.jaw
     expression = close_lips(head, expression, jaw, contact)
+    # The recording: degraded after the motion was made from the clean speech, from its own generator.
+    acoustics = (draw_acoustics(np.random.default_rng([*job.seed, 0xAC05]), job.clean_fraction) if job.augment
+                 else {"clean": True})
+    audio = degrade(audio, acoustics, babble)
     meta = ClipMeta(
         id=job.clip_id, head={"name": head.name, "identity": head.identity}, speaker=config.id,
         split=job.split, n_frames=n_frames, n_samples=audio.size, emotion=free.emotion, voice=config.to_json(),
         text=job.text, words=words, phones=phones, source="synthetic",
         extra={"sentence_kind": job.kind, "seed": job.seed, "voice_group": config.group,
-               "style": asdict(style), "blinks": free.blinks},
+               "style": asdict(style), "blinks": free.blinks, "clip_rate": clip_rate, "clip_pitch": clip_pitch,
+               "upper_face": free.character, "acoustics": acoustics,
+               **({"spoken_text": job.spoken} if job.spoken and job.spoken != job.text else {})},
     )
     return Clip(meta=meta, audio=audio, expression=expression.astype(np.float32), jaw=jaw.astype(np.float32),
                 neck=free.neck.astype(np.float32), eyes=free.eyes.astype(np.float32))
@@ -128,7 +157,7 @@ def make_clip(job: Job, head, expr_map) -> Clip:
 def _run_job(args) -> tuple[str, float, str | None]:
     job, out = args
     try:
-        clip = make_clip(job, _worker_state["head"], _worker_state["expr_map"])
+        clip = make_clip(job, _worker_state["head"], _worker_state["expr_map"], _worker_state["babble"])
         write_clip(out, clip)
         return job.clip_id, clip.meta.seconds, None
     except ThunderError as exc:
@@ -184,11 +213,11 @@ def make_corpus(out: str | Path, settings: MakeSettings, workers: int = 2, progr
     try:
         if todo:
             if workers <= 1:
-                _init_worker(settings.head)
+                _init_worker(settings.head, settings.sentences)
                 results = map(_run_job, ((j, out) for j in todo))
                 pool = None
             else:
-                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (settings.head,))
+                pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (settings.head, settings.sentences))
                 results = pool.imap_unordered(_run_job, ((j, out) for j in todo), chunksize=1)
             try:
                 for clip_id, seconds, error in results:

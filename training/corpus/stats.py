@@ -1,5 +1,6 @@
-"""Corpus statistics (`thunder corpus stats DIR`): hours, voices, phone coverage, emotions, and the ground
-truth's lips measured with training.metrics (bilabial closure rate, lip-distance range)."""
+"""Corpus statistics (`thunder corpus stats DIR`): hours, voices, phone coverage, emotions, the recording
+acoustics mix, the free motion (blink rates, brow activity, how much the upper face differs between clips), and
+the ground truth's lips measured with training.metrics (bilabial closure rate, lip-distance range)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import numpy as np
 import torch
 
 from training.corpus.format import SPLITS, Corpus
+from training.corpus.free_motion import count_blinks
 from training.corpus.text import PHONES
-from training.metrics import bilabial_closures, lip_distance
+from training.metrics import bilabial_closures, lip_distance, metric_vertex_sets, take_spread
+
+UPPER_FACE_PAIRS = 200  # random clip pairs for the upper-face spread between clips
 
 
 @torch.no_grad()
@@ -31,7 +35,19 @@ def corpus_stats(corpus: Corpus, head=None, max_clips: int | None = None, seed: 
     engines = Counter()
     emotions = Counter()
     phones = Counter({p: 0 for p in PHONES})
+    acoustics = Counter()
+    stages = Counter()
+    snrs, rt60s = [], []
     for m in corpus.metas:
+        a = m.extra.get("acoustics")
+        acoustics["clean" if a is None or a.get("clean", True) else "degraded"] += 1
+        if a and not a.get("clean", True):
+            for stage in ("room", "noise", "microphone", "codec"):
+                if stage in a:
+                    stages[f"{stage}:{a[stage]['kind']}"] += 1
+            stages["clipped"] += "clipping_percentile" in a
+            snrs += [a["noise"]["snr_db"]] if "noise" in a else []
+            rt60s += [a["room"]["rt60"]] if "room" in a else []
         hours[m.split] += m.seconds / 3600
         clips[m.split] += 1
         speakers[m.split].add(m.speaker)
@@ -51,8 +67,12 @@ def corpus_stats(corpus: Corpus, head=None, max_clips: int | None = None, seed: 
         "phones_covered": sum(1 for p in PHONES if phones[p] > 0), "phones_total": len(PHONES),
         "phone_counts": dict(sorted(phones.items(), key=lambda kv: kv[1])),
         "skipped_clips": len(corpus.skipped),
+        "acoustics": {"clips": dict(acoustics), "stages": dict(sorted(stages.items())),
+                      "unrecorded": sum(1 for m in corpus.metas if "acoustics" not in m.extra),
+                      "snr_db": _quantiles(snrs), "rt60_s": _quantiles(rt60s)},
     }
     del shared
+    stats["free_motion"] = free_motion_stats(corpus, head, max_clips, seed)
     if head is not None:
         metas = [m for m in corpus.metas if m.phones]
         if max_clips is not None and len(metas) > max_clips:
@@ -79,6 +99,60 @@ def corpus_stats(corpus: Corpus, head=None, max_clips: int | None = None, seed: 
     return stats
 
 
+def _quantiles(values) -> dict | None:
+    if not len(values):
+        return None
+    v = np.asarray(values, dtype=np.float64)
+    return {q: round(float(np.percentile(v, p)), 3) for q, p in (("p10", 10), ("median", 50), ("p90", 90))}
+
+
+def free_motion_stats(corpus: Corpus, head=None, max_clips: int | None = None, seed: int = 0) -> dict | None:
+    """Blinks per minute per clip (clips of 3 s and more, counted on eyeBlinkLeft), the within-clip s.d. of
+    browInnerUp, and with a head the upper-face spread between clips: take_spread (mm, neck and jaw removed) of
+    random clip pairs over their common length, as `thunder eval` measures it between takes of one audio."""
+    names = list(corpus.header.get("expression_names", []))
+    if "eyeBlinkLeft" not in names or not corpus.metas:
+        return None
+    metas = corpus.metas
+    if max_clips is not None and len(metas) > max_clips:
+        rng = np.random.default_rng(seed)
+        metas = [metas[i] for i in sorted(rng.choice(len(metas), max_clips, replace=False))]
+    blink, brow = names.index("eyeBlinkLeft"), names.index("browInnerUp") if "browInnerUp" in names else None
+    rates, brow_sd, clips = [], [], []
+    for m in metas:
+        clip = corpus.clip(m.id)
+        clips.append(clip)
+        if m.seconds >= 3.0:
+            rates.append(count_blinks(clip.expression[:, blink]) / (m.seconds / 60))
+        if brow is not None:
+            brow_sd.append(float(clip.expression[:, brow].std()))
+    out = {"clips_measured": len(metas), "blinks_per_minute": _quantiles(rates),
+           "blink_rate_between_10_and_25": round(float(np.mean([(10 <= r <= 25) for r in rates])), 3) if rates else None,
+           "browInnerUp_sd": _quantiles(brow_sd)}
+    if head is not None and len(clips) >= 2:
+        out["upper_face_spread_between_clips_mm"] = upper_face_spread_between_clips(head, clips, seed)
+    return out
+
+
+@torch.no_grad()
+def upper_face_spread_between_clips(head, clips, seed: int = 0, pairs: int = UPPER_FACE_PAIRS) -> float:
+    """Mean take_spread (mm) of the upper face over random pairs of clips, on their common first frames, with
+    the neck and jaw at rest (so only the face itself counts)."""
+    indices = metric_vertex_sets(head)["upper_face"]
+    rng = np.random.default_rng([seed, 0x5EAD])
+    spreads = []
+    for _ in range(pairs):
+        i, j = rng.choice(len(clips), 2, replace=False)
+        n = min(clips[i].expression.shape[0], clips[j].expression.shape[0], 100)
+        takes = []
+        for c in (clips[i], clips[j]):
+            expression = torch.as_tensor(c.expression[:n])
+            rest = torch.zeros(n, 3)
+            takes.append(head(expression=expression, jaw=rest, neck=rest, eyes=torch.zeros(n, 6)).numpy())
+        spreads.append(take_spread(np.stack(takes), indices))
+    return round(float(np.mean(spreads)), 3)
+
+
 def format_stats(stats: dict) -> str:
     """The statistics as a short human-readable report."""
     lines = [f"clips        {sum(stats['clips'].values())}  ("
@@ -92,6 +166,26 @@ def format_stats(stats: dict) -> str:
              "emotions     " + ", ".join(f"{k} {v}" for k, v in sorted(stats["emotions"].items())),
              f"phones       {stats['phones_covered']}/{stats['phones_total']} covered; rarest: "
              + ", ".join(f"{k} {v}" for k, v in list(stats["phone_counts"].items())[:6])]
+    a = stats["acoustics"]
+    lines.append("acoustics    " + ", ".join(f"{k} {v}" for k, v in sorted(a["clips"].items()))
+                 + (f" ({a['unrecorded']} made before augmentation)" if a["unrecorded"] else ""))
+    if a["stages"]:
+        lines.append("  stages     " + ", ".join(f"{k} {v}" for k, v in a["stages"].items()))
+        for key, name in (("snr_db", "noise SNR dB"), ("rt60_s", "room RT60 s")):
+            if a[key]:
+                lines.append(f"  {name}: p10 {a[key]['p10']}, median {a[key]['median']}, p90 {a[key]['p90']}")
+    fm = stats.get("free_motion")
+    if fm:
+        b, brow = fm["blinks_per_minute"], fm["browInnerUp_sd"]
+        lines.append(f"free motion  measured on {fm['clips_measured']} clips: blinks/min (clips >= 3 s) "
+                     + (f"p10 {b['p10']:.1f}, median {b['median']:.1f}, p90 {b['p90']:.1f}; "
+                        f"{fm['blink_rate_between_10_and_25']:.0%} of clips at 10-25" if b else "none measured"))
+        if brow:
+            lines.append(f"  browInnerUp s.d. within a clip: p10 {brow['p10']}, median {brow['median']}, "
+                         f"p90 {brow['p90']}")
+        if "upper_face_spread_between_clips_mm" in fm:
+            lines.append(f"  upper-face spread between clips (neck and jaw removed): "
+                         f"{fm['upper_face_spread_between_clips_mm']} mm")
     lips = stats.get("lips")
     if lips:
         d = lips["lip_distance_mm"]

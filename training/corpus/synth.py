@@ -62,7 +62,7 @@ def synthesize(config: VoiceConfig, text: str) -> np.ndarray:
         if sox_effects:
             if not shutil.which("sox"):
                 raise EngineMissingError(f"sox is not installed, and {config.engine} needs it to change pitch")
-            _call(["sox", str(raw), str(out), *sox_effects], what)
+            _call(["sox", "-D", "-R", str(raw), str(out), *sox_effects], what)  # -D: no dither, so it is deterministic
             raw = out
         if not raw.exists() or raw.stat().st_size < 100:
             raise SynthesisError(f"{config.engine} wrote no audio for {what}")

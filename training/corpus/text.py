@@ -1,7 +1,10 @@
-"""Sentences for the synthetic corpus, built here: GRID-style grammar sentences, and random sentences of words
-from the CMU dictionary that pocketsphinx ships, chosen for phone coverage and made fluent with its language model.
+"""Sentences for the synthetic corpus.
 
-No text comes from outside: the only inputs are the grammar below and pocketsphinx's dictionary and model.
+By default they are natural connected English read from a sentences file (id<TAB>text, one a line; the
+project's default is ../shared/text/ljspeech_sentences.tsv beside the repository, public-domain LJ Speech
+texts), because real sentences coarticulate and phrase the way people talk. Where no sentences file is given or
+found, they are built here: GRID-style grammar sentences, and random sentences of words from the CMU dictionary
+that pocketsphinx ships, chosen for phone coverage and made fluent with its language model.
 """
 
 from __future__ import annotations
@@ -12,6 +15,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from training.corpus.errors import CorpusError
+
+# The sentences file the corpus reads when none is named: ../shared/text/ beside the repository (not in it).
+DEFAULT_SENTENCES = Path(__file__).resolve().parents[3] / "shared" / "text" / "ljspeech_sentences.tsv"
+# Abbreviations an engine expands into words that the alignment text would not have.
+_ABBREVIATION = re.compile(r"\b(Mr|Mrs|Messrs|Dr|St|Co|No|Jr|Sr|Gen|Col|Capt|Lt|Rev|Hon|Sgt|Esq|Mt|Ft|Ltd)\.")
+MAX_SENTENCE_WORDS = 30  # about 10 s at a natural rate; training crops windows anyway
 
 # The 39 phones of the CMU dictionary (stress removed), as pocketsphinx's en-us model names them.
 VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW")
@@ -114,15 +125,76 @@ def dictionary_sentence(rng: np.random.Generator) -> str:
     return _vocabulary().sentence(rng, int(rng.integers(5, 12)))
 
 
-def make_sentences(n: int, seed: int, grid_fraction: float = 0.4) -> list[tuple[str, str]]:
-    """n sentences as (kind, text), kind "grid" or "dictionary"; the same for the same seed."""
+def spoken_and_words(raw: str) -> tuple[str, str] | None:
+    """A sentence as the engines should read it (its punctuation kept, for phrasing) and as the aligner reads
+    it (lowercase dictionary words); None when it has words the dictionary lacks, abbreviations or initials,
+    or is too short or too long."""
+    if _ABBREVIATION.search(raw):
+        return None
+    spoken = raw.replace("\u201c", '"').replace("\u201d", '"').replace("\u2019", "'")
+    spoken = re.sub(r"\s*--\s*", ", ", spoken)
+    spoken = re.sub(r"(?<=[A-Za-z])-(?=[A-Za-z])", " ", spoken)
+    spoken = re.sub(r"[\[\]()\"]", " ", spoken)
+    if re.search(r"[^A-Za-z' .,;:?!-]", spoken):
+        return None
+    spoken = re.sub(r"\s+", " ", spoken).strip()
+    words = [w.strip("'") for w in re.sub(r"[^a-z' ]", " ", spoken.lower()).split()]
+    words = [w for w in words if w]
+    dictionary = load_dictionary()
+    if not 3 <= len(words) <= MAX_SENTENCE_WORDS:
+        return None
+    if any(w not in dictionary or (len(w) == 1 and w not in ("a", "i")) for w in words):
+        return None
+    return spoken, " ".join(words)
+
+
+@lru_cache(maxsize=4)
+def read_sentences(path: str) -> tuple[tuple[str, str], ...]:
+    """The usable sentences of a sentences file (id<TAB>text, a header line allowed) as (spoken, words)."""
+    file = Path(path)
+    if not file.is_file():
+        raise CorpusError(f"the sentences file {file} does not exist")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorpusError(f"the sentences file {file} cannot be read: {exc}") from None
+    out = []
+    for line in lines:
+        raw = line.split("\t", 1)[-1].strip()
+        if raw and line.split("\t", 1)[0] != "id":
+            sentence = spoken_and_words(raw)
+            if sentence:
+                out.append(sentence)
+    if not out:
+        raise CorpusError(f"the sentences file {file} has no usable sentences (id<TAB>text lines whose words "
+                          "are all in pocketsphinx's dictionary)")
+    return tuple(out)
+
+
+def default_sentences_file() -> str | None:
+    """The project's sentences file where it exists here, else None (the generated sentences)."""
+    return str(DEFAULT_SENTENCES) if DEFAULT_SENTENCES.is_file() else None
+
+
+def make_sentences(n: int, seed: int, grid_fraction: float = 0.4,
+                   sentences_file: str | None = None) -> list[tuple[str, str, str]]:
+    """n sentences as (kind, spoken, words), the same for the same seed, and clip i the same for any n.
+
+    With a sentences file: kind "read", its sentences in a seeded order (repeating after all were used).
+    Without: kind "grid" (grid_fraction of them) or "dictionary", spoken as written."""
+    if sentences_file:
+        usable = read_sentences(sentences_file)
+        order = np.random.default_rng([seed, 0x5E47]).permutation(len(usable))
+        return [("read", *usable[order[i % len(usable)]]) for i in range(n)]
     rng = np.random.default_rng([seed, 0x7E47])
     out = []
     for _ in range(n):
         if rng.random() < grid_fraction:
-            out.append(("grid", grid_sentence(rng)))
+            text = grid_sentence(rng)
+            out.append(("grid", text, text))
         else:
-            out.append(("dictionary", dictionary_sentence(rng)))
+            text = dictionary_sentence(rng)
+            out.append(("dictionary", text, text))
     return out
 
 
