@@ -85,9 +85,7 @@ def blender_output_silenced():
 
 
 def set_scene_fps(scene, fps: float) -> None:
-    """Any positive frame rate: fps = round(fps), fps_base = round(fps) / fps (23.976 is 24 / 1.001)."""
-    if not fps > 0 or not math.isfinite(fps):
-        raise SceneError(f"the frame rate must be a positive number, not {fps!r}")
+    """A checked frame rate (check_fps): fps = round(fps), fps_base = round(fps) / fps (23.976 is 24 / 1.001)."""
     whole = max(1, round(fps))
     scene.render.fps = whole
     scene.render.fps_base = whole / fps
@@ -311,10 +309,12 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     and the Workbench render settings. All takes must be at `fps` and cover the same seconds of the audio."""
     import bpy
 
+    from backend.frame_rate import check_fps
     from backend.head import head_description, head_mesh_arrays, load_head
     from thunder_blender import headless
 
     started = time.monotonic()
+    fps = check_fps(fps)   # the one check of a frame rate (a FrameRateError is a ThunderError)
     head = load_head(head) if isinstance(head, (str, Path)) else head
     audio_path = Path(audio_path).resolve()
     if not audio_path.is_file():
