@@ -22,6 +22,9 @@ MEL_WINDOW = 640
 MEL_BINS = 80
 MEL_FMAX = 8_000.0
 MELS_PER_FRAME = SAMPLES_PER_FRAME // MEL_HOP  # 4
+UNIT_HOP = 320                                   # speech units (the M2S model's targets) at 50 Hz
+UNITS_PER_FRAME = SAMPLES_PER_FRAME // UNIT_HOP  # 2
+MELS_PER_UNIT = UNIT_HOP // MEL_HOP              # 2
 LOG_MEL_FLOOR = 1e-5
 
 

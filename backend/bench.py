@@ -21,8 +21,7 @@ Figures (each the median of --repeats runs, the runs themselves in the JSON):
 
 The speech is made offline: espeak-ng reads a text (about 10 s), tiled to 60 s and 10 minutes and written as
 16 kHz WAV files in a temp folder; without espeak-ng a synthetic vowel-like signal stands in (and the output
-says so). The model is --checkpoint, or the shipped backend/models/thunder; while that is not there yet,
-runs/thunder/base (the same architecture) stands in, for development only, and the output says so.
+says so). The model is --checkpoint, or the shipped backend/models/thunder.
 """
 
 from __future__ import annotations
@@ -48,7 +47,6 @@ import numpy as np
 from backend.models import SHIPPED_THUNDER as SHIPPED_CHECKPOINT
 
 REPO = Path(__file__).resolve().parent.parent
-DEVELOPMENT_CHECKPOINT = REPO / "runs" / "thunder" / "base"
 
 SHORT_SECONDS = 10.0
 LONG_SECONDS = 60.0
@@ -351,14 +349,10 @@ def _wav_seconds(path: Path) -> float:
     return info.frames / info.samplerate
 
 
-def default_checkpoint() -> tuple[Path, str | None]:
-    """The shipped model, or the development stand-in (with a warning) while it is missing."""
+def default_checkpoint() -> Path:
+    """The shipped model."""
     if (SHIPPED_CHECKPOINT / "config.json").exists():
-        return SHIPPED_CHECKPOINT, None
-    if (DEVELOPMENT_CHECKPOINT / "config.json").exists():
-        return DEVELOPMENT_CHECKPOINT, (f"the shipped model {SHIPPED_CHECKPOINT} is missing; measured with the "
-                                        f"development stand-in {DEVELOPMENT_CHECKPOINT} (same architecture); "
-                                        "these are NOT the shipped model's figures")
+        return SHIPPED_CHECKPOINT
     raise BenchError(f"no model: {SHIPPED_CHECKPOINT} is missing; name one with --checkpoint")
 
 
@@ -444,8 +438,6 @@ def format_report(results: dict, command_line: str) -> str:
              f"model:    {model.get('name')} ({model.get('hash')}) at {results['checkpoint']}; device "
              f"{results['device']}; sampling {model.get('sampling')}",
              f"speech:   {results['speech']}"]
-    if results.get("warning"):
-        lines.append(f"WARNING:  {results['warning']}")
     lines += ["", f"{'figure':44} {'median':>8} {'min':>8} {'max':>8}   target"]
 
     def row(label, figure):
@@ -536,8 +528,7 @@ def profile_generate(checkpoint: str | Path, device: str = "cpu", seconds: float
 # ------------------------------------------------------------------------------------------------ command line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m backend.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help=f"a THUNDER model folder (default: {SHIPPED_CHECKPOINT}; "
-                                             f"while missing, {DEVELOPMENT_CHECKPOINT}, for development)")
+    parser.add_argument("--checkpoint", help=f"a THUNDER model folder (default: {SHIPPED_CHECKPOINT})")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the service runs")
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported "
                                                                "(default 5)")
@@ -553,14 +544,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     command_line = shlex.join(["python", "-m", "backend.bench", *(sys.argv[1:] if argv is None else argv)])
-    warning = None
     try:
         if args.checkpoint:
             checkpoint = Path(args.checkpoint).expanduser().resolve()
         else:
-            checkpoint, warning = default_checkpoint()
-        if warning:
-            print(f"WARNING: {warning}", file=sys.stderr, flush=True)
+            checkpoint = default_checkpoint()
         if args.profile:
             print(f"command:  {command_line}")
             print(profile_generate(checkpoint, args.device, threads=args.threads))
@@ -571,7 +559,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     results["command"] = command_line
-    results["warning"] = warning
     print(format_report(results, command_line))
     if args.json:
         Path(args.json).write_text(json.dumps(_finite(results), indent=1) + "\n")

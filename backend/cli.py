@@ -118,11 +118,11 @@ def cmd_generate(args) -> int:
     scene (backend/blender/scene.py) that is saved, exported or rendered into the same folder."""
     from pathlib import Path
 
-    from backend.files import prepare_output_folder
+    from backend.files import prepare_output_folder, refuse_existing
     from backend.frame_rate import check_fps
     from backend.generate import Generator, take_seeds
     from backend.progress import ProgressBar
-    from backend.takes import save_take, take_file_name
+    from backend.take_file import save_take, take_file_name
 
     # 1. The arguments (the output folder too), then the model (its emotions decide which settings are
     # valid), then the settings.
@@ -156,9 +156,7 @@ def cmd_generate(args) -> int:
                 from backend.blender.scene import scene_output_paths
 
                 planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
-            existing = [p for p in planned if p.exists()]
-            if existing:
-                raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite files")
+            refuse_existing(planned)
             takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
                                        end=args.end, callback=show_progress)
             written = [save_take(path, take) for path, take in zip(paths, takes)]
@@ -194,9 +192,9 @@ def cmd_demo(args) -> int:
     import time
     from pathlib import Path
 
-    from backend.files import prepare_output_folder
+    from backend.files import prepare_output_folder, refuse_existing
     from backend.generate import Generator, take_seeds
-    from backend.takes import save_take, take_file_name
+    from backend.take_file import save_take, take_file_name
 
     started = time.monotonic()
     require_blender()
@@ -212,9 +210,7 @@ def cmd_demo(args) -> int:
                            resolution=preview_resolution(args.preview_resolution))
     take_paths = [out / take_file_name(audio.stem, k + 1, seed) for k, seed in enumerate(seeds)]
     planned = take_paths + scene_output_paths(out, audio.stem, len(seeds), outputs)
-    existing = [p for p in planned if p.exists()]
-    if existing:
-        raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite files (choose another --out)")
+    refuse_existing(planned, advice=" (choose another --out)")
 
     def report(what, seconds):
         print(f"{str(what):<72} {seconds:6.1f} s", flush=True)

@@ -43,6 +43,18 @@ def write_atomically(path: str | Path, write: Callable[[Path], object]) -> Path:
     return path
 
 
+class ExistingFileError(ThunderError):
+    """A file Thunder was asked to write exists already."""
+
+
+def refuse_existing(paths, what: str = "files", advice: str = "", error: type = ExistingFileError) -> None:
+    """The one "never overwrite" rule: raise `error` naming the first of `paths` that exists (before anything
+    is written), in one sentence: "<path> already exists; Thunder does not overwrite <what><advice>"."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing:
+        raise error(f"{existing[0]} already exists; Thunder does not overwrite {what}{advice}")
+
+
 class OutputFolderError(ThunderError):
     """A folder Thunder is asked to write into that cannot be made or written into."""
 

@@ -4,11 +4,11 @@ Frame k of a take at `fps` shows the head at exactly k / fps seconds after the s
 the rate. A take covering `seconds` of audio has ceil(seconds * fps) frames: every frame time that falls
 inside the audio (k / fps < seconds), so at 25 fps this is the model's own frame count, ceil(N / 640).
 
-Resampling interpolates each parameter linearly between the two model frames around a frame's time, and
-holds the last model frame past it. Where a frame time coincides with a model frame (every frame at 25
-fps, every other one at 50, every sixth at 30 ...) the value is that model frame's, exactly. The poses are
-axis-angle vectors; talking-head rotations are small and smooth from frame to frame, so interpolating their
-components is indistinguishable from interpolating rotations.
+Resampling (the one rule, also for the corpus's conversion and the M2S model's speed augmentation)
+interpolates between the two source frames around a frame's time, and holds the last source frame past it:
+expression coefficients linearly, the poses (jaw, neck, eyes: axis-angle vectors, three numbers per joint)
+along the shortest rotation between them (Slerp). Where a frame time coincides with a source frame (every
+frame at 25 fps, every other one at 50, every sixth at 30 ...) the value is that source frame's, exactly.
 """
 
 from __future__ import annotations
@@ -61,9 +61,54 @@ def frame_positions(n_out: int, from_fps: float, to_fps: float) -> np.ndarray:
     return np.arange(n_out, dtype=np.float64) * from_fps / to_fps
 
 
+ROTATION_PARTS = ("jaw", "neck", "eyes")   # axis-angle vectors, three numbers per joint (backend/motion.py)
+
+
+def interpolate_rows(values, positions: np.ndarray) -> np.ndarray:
+    """Rows of (N, ...) `values` at fractional row `positions` (clamped to 0 .. N - 1), linearly between the two
+    rows around each position; the dtype is kept, and a whole position gives its row bit for bit."""
+    values = np.asarray(values)
+    positions = np.clip(np.asarray(positions, dtype=np.float64), 0, len(values) - 1)
+    before = np.floor(positions).astype(np.int64)
+    after = np.minimum(before + 1, len(values) - 1)
+    weight = (positions - before).reshape(-1, *([1] * (values.ndim - 1)))
+    a, b = values[before].astype(np.float64), values[after].astype(np.float64)
+    # a + w (b - a) is exactly a where w is 0, so coinciding frames keep their values bit for bit.
+    return (a + weight * (b - a)).astype(values.dtype, copy=False)
+
+
+def interpolate_rotations(rotvecs, positions: np.ndarray) -> np.ndarray:
+    """Rows of (N, 3k) axis-angle vectors (k joints) at fractional row `positions` (clamped to 0 .. N - 1):
+    each joint turns along the shortest rotation from the row before to the row after (Slerp); the dtype is
+    kept, and a whole position gives its row bit for bit."""
+    from scipy.spatial.transform import Rotation
+
+    rotvecs = np.asarray(rotvecs)
+    positions = np.clip(np.asarray(positions, dtype=np.float64), 0, len(rotvecs) - 1)
+    before = np.floor(positions).astype(np.int64)
+    after = np.minimum(before + 1, len(rotvecs) - 1)
+    weight = positions - before
+    out = rotvecs[before].astype(np.float64)
+    between = np.flatnonzero(weight > 0)
+    if between.size:
+        for k in range(0, rotvecs.shape[1], 3):
+            first = Rotation.from_rotvec(rotvecs[before[between], k:k + 3].astype(np.float64))
+            last = Rotation.from_rotvec(rotvecs[after[between], k:k + 3].astype(np.float64))
+            step = (first.inv() * last).as_rotvec() * weight[between, None]
+            out[between, k:k + 3] = (first * Rotation.from_rotvec(step)).as_rotvec()
+    return out.astype(rotvecs.dtype, copy=False)
+
+
+def interpolate_motion(parts: dict[str, np.ndarray], positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-frame parameters {name: (T, n)} at fractional frame `positions`: ROTATION_PARTS by Slerp, any other
+    part linearly (the module docstring)."""
+    return {name: (interpolate_rotations if name in ROTATION_PARTS else interpolate_rows)(value, positions)
+            for name, value in parts.items()}
+
+
 def resample_motion(parts: dict[str, np.ndarray], from_fps: float, to_fps: float,
                     n_out: int) -> dict[str, np.ndarray]:
-    """Per-frame parameters {name: (T, n)} at `from_fps` to `n_out` frames at `to_fps` (linear, see the module
+    """Per-frame parameters {name: (T, n)} at `from_fps` to `n_out` frames at `to_fps` (see the module
     docstring). Every part must have the same T >= 1; the dtypes are kept. The rates are checked ones
     (check_fps)."""
     lengths = {name: int(np.shape(value)[0]) for name, value in parts.items()}
@@ -76,15 +121,4 @@ def resample_motion(parts: dict[str, np.ndarray], from_fps: float, to_fps: float
         if n_out:
             raise ValueError("cannot resample a motion with no frames")
         return {name: np.asarray(value) for name, value in parts.items()}
-
-    positions = np.minimum(frame_positions(n_out, from_fps, to_fps), n_in - 1)
-    before = np.floor(positions).astype(np.int64)
-    after = np.minimum(before + 1, n_in - 1)
-    weight = (positions - before)[:, None]
-    out = {}
-    for name, value in parts.items():
-        value = np.asarray(value)
-        a, b = value[before].astype(np.float64), value[after].astype(np.float64)
-        # a + w (b - a) is exactly a where w is 0, so coinciding frames keep their values bit for bit.
-        out[name] = (a + weight * (b - a)).astype(value.dtype, copy=False)
-    return out
+    return interpolate_motion(parts, frame_positions(n_out, from_fps, to_fps))

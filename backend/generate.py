@@ -7,7 +7,7 @@
 
 Both the `thunder generate` command and the `thunder serve` service are thin layers over `Generator`, so a
 file, a seed and settings give the same take whichever way they are asked for. One call samples all its takes
-in one batch (`backend.sampling.sample_takes`), take k with seed `seed + k`; a take depends only on its own
+in one batch (`backend.take_sampling.sample_takes`), take k with seed `seed + k`; a take depends only on its own
 seed, the audio and the settings, not on how many takes were asked for with it.
 
 Everything a user can get wrong is checked before the audio is read: the sampling settings (an unknown
@@ -36,8 +36,8 @@ from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
 from backend.motion import unpack_motion
-from backend.sampling import SamplingSettings, sample_takes
-from backend.takes import Take
+from backend.take_sampling import SamplingSettings, sample_takes
+from backend.take_file import Take
 from backend.thunder_model import load_model
 
 DEFAULT_CHECKPOINT = SHIPPED_THUNDER

@@ -27,6 +27,7 @@ from backend.errors import HeadFileError, HeadInputError
 from backend.flame_file import JOINT_NAMES, HeadData, load_head_file
 from backend.head_regions import derive_regions
 from backend.lbs import lbs, vertices_to_joints
+from backend.motion import POSE_PARTS
 
 BUILTIN_HEAD_PATH = Path(__file__).parent / "builtin_head" / "builtin_head.npz"
 VERTEX_SET_NAMES = ("lips", "lips_upper", "lips_lower", "lips_inner", "lips_outer", "mouth_region",
@@ -118,8 +119,7 @@ class Head(torch.nn.Module):
     def forward(self, expression=None, jaw=None, neck=None, eyes=None, shape=None, global_pose=None,
                 translation=None, return_joints: bool = False):
         """Per-frame parameters (see the module docstring) to vertices (T, V, 3), and joints (T, 5, 3)."""
-        widths = {"expression": self.n_expression, "jaw": 3, "neck": 3, "eyes": 6, "global_pose": 3,
-                  "translation": 3}
+        widths = {"expression": self.n_expression, **dict(POSE_PARTS), "global_pose": 3, "translation": 3}
         given = {"expression": expression, "jaw": jaw, "neck": neck, "eyes": eyes,
                  "global_pose": global_pose, "translation": translation}
         for name, value in given.items():
@@ -149,8 +149,8 @@ class Head(torch.nn.Module):
             return value
 
         expression = per_frame("expression", expression, self.n_expression, at_most=True)
-        pose = torch.cat([per_frame("global_pose", global_pose, 3), per_frame("neck", neck, 3),
-                          per_frame("jaw", jaw, 3), per_frame("eyes", eyes, 6)], dim=1)
+        pose = torch.cat([per_frame(name, value, widths[name]) for name, value in
+                          (("global_pose", global_pose), ("neck", neck), ("jaw", jaw), ("eyes", eyes))], dim=1)
         translation = per_frame("translation", translation, 3)
         if shape is None:
             shape = torch.zeros(n_frames, self.n_shape, device=device, dtype=dtype)
@@ -177,3 +177,43 @@ def load_head(spec: str | Path = "builtin") -> Head:
                                 "regenerate it with: python -m backend.builtin_head.build")
         return Head(load_head_file(BUILTIN_HEAD_PATH))
     return Head(load_head_file(spec))
+
+
+def head_mesh_arrays(head, shape=None) -> dict[str, np.ndarray]:
+    """What the add-on needs to build the head with numpy alone: the rest mesh, the expression and pose-corrective
+    bases, the joints at rest and how expressions move them, the skinning weights, the joint tree, and the face
+    regions (for materials) when the head has them.
+
+    shape: identity coefficients (at most the head's shape components) baked into the rest mesh and joints; the
+    expression basis is the same whatever the shape, so takes made for the head fit the shaped head too."""
+    data = head.data
+    regressor = data.joint_regressor.astype(np.float64)
+    vertices = data.v_template.astype(np.float64)
+    if shape is not None:
+        coefficients = np.asarray(shape, dtype=np.float64)
+        if coefficients.ndim != 1 or len(coefficients) > data.shapedirs.shape[2] or not np.isfinite(coefficients).all():
+            raise HeadInputError(f"an identity shape must be at most {data.shapedirs.shape[2]} finite numbers for the "
+                               f"head {head.name}; got {len(coefficients) if coefficients.ndim == 1 else coefficients.shape}")
+        vertices = vertices + data.shapedirs[:, :, :len(coefficients)].astype(np.float64) @ coefficients
+    arrays = {
+        "vertices": vertices.astype(np.float32),                                         # (V, 3)
+        "faces": data.faces.astype(np.int32),                                            # (F, 3)
+        "expression_basis": data.exprdirs.astype(np.float32),                            # (V, 3, E)
+        "pose_basis": data.posedirs.astype(np.float32),                                  # (V, 3, 36)
+        "joints": (regressor @ vertices).astype(np.float32),                             # (J, 3)
+        "joint_expression_basis": np.einsum("jv,vce->jce", regressor, data.exprdirs).astype(np.float32),
+        "weights": data.weights.astype(np.float32),                                      # (V, J)
+        "parents": data.parents.astype(np.int32),                                        # (J,), -1 at the root
+    }
+    if head.face_region is not None:
+        arrays["face_region"] = np.asarray(head.face_region, dtype=np.int32)            # (F,)
+    return arrays
+
+
+def head_description(head, shape=None) -> dict:
+    """What the `head` reply says about a head besides its arrays; the add-on builds a head from this and the
+    arrays (thunder_blender.head_build), and so does the headless scene (backend/blender/scene.py, through
+    thunder_blender.headless)."""
+    return {"name": head.name, "identity": head.identity, "source": str(head.source), "shape": shape,
+            "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
+            "face_region_names": list(head.face_region_names or [])}

@@ -12,6 +12,8 @@ import dataclasses
 import numpy as np
 import torch
 
+# The one motion layout of the backend and training (the add-on's take reader, thunder_blender/take_file.py,
+# states the same widths for itself: tests/test_generate.py checks that they agree).
 POSE_PARTS = (("jaw", 3), ("neck", 3), ("eyes", 6))
 MIN_STD = 1e-3  # values that hardly move in the data must not be blown up by normalization
 
@@ -33,7 +35,7 @@ def pack_motion(expression, jaw, neck=None, eyes=None):
     """(..., E), (..., 3), (..., 3), (..., 6) -> (..., E + 12); numpy or torch; missing neck/eyes are zeros."""
     lib = torch if isinstance(expression, torch.Tensor) else np
     parts = [expression, jaw]
-    for value, size in ((neck, 3), (eyes, 6)):
+    for value, (_, size) in zip((neck, eyes), POSE_PARTS[1:]):
         parts.append(value if value is not None else lib.zeros(tuple(expression.shape[:-1]) + (size,),
                                                                 dtype=expression.dtype))
     return lib.concatenate(parts, -1) if lib is np else torch.cat(parts, -1)

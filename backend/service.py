@@ -41,7 +41,7 @@ import numpy as np
 
 from backend import __version__
 from backend.errors import ThunderError
-from backend.files import prepare_output_folder, write_atomically
+from backend.files import prepare_output_folder, refuse_existing, write_atomically
 
 PROTOCOL_VERSION = 1
 MAX_REQUEST_BYTES = 1 << 20  # a request line longer than this is refused unread (requests are small JSON)
@@ -92,45 +92,6 @@ def _field(request: dict, name: str, kind, what: str, default=None):
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0] if lines else ""
-
-
-def head_mesh_arrays(head, shape=None) -> dict[str, np.ndarray]:
-    """What the add-on needs to build the head with numpy alone: the rest mesh, the expression and pose-corrective
-    bases, the joints at rest and how expressions move them, the skinning weights, the joint tree, and the face
-    regions (for materials) when the head has them.
-
-    shape: identity coefficients (at most the head's shape components) baked into the rest mesh and joints; the
-    expression basis is the same whatever the shape, so takes made for the head fit the shaped head too."""
-    data = head.data
-    regressor = data.joint_regressor.astype(np.float64)
-    vertices = data.v_template.astype(np.float64)
-    if shape is not None:
-        coefficients = np.asarray(shape, dtype=np.float64)
-        if coefficients.ndim != 1 or len(coefficients) > data.shapedirs.shape[2] or not np.isfinite(coefficients).all():
-            raise ThunderError(f"an identity shape must be at most {data.shapedirs.shape[2]} finite numbers for the "
-                               f"head {head.name}; got {len(coefficients) if coefficients.ndim == 1 else coefficients.shape}")
-        vertices = vertices + data.shapedirs[:, :, :len(coefficients)].astype(np.float64) @ coefficients
-    arrays = {
-        "vertices": vertices.astype(np.float32),                                         # (V, 3)
-        "faces": data.faces.astype(np.int32),                                            # (F, 3)
-        "expression_basis": data.exprdirs.astype(np.float32),                            # (V, 3, E)
-        "pose_basis": data.posedirs.astype(np.float32),                                  # (V, 3, 36)
-        "joints": (regressor @ vertices).astype(np.float32),                             # (J, 3)
-        "joint_expression_basis": np.einsum("jv,vce->jce", regressor, data.exprdirs).astype(np.float32),
-        "weights": data.weights.astype(np.float32),                                      # (V, J)
-        "parents": data.parents.astype(np.int32),                                        # (J,), -1 at the root
-    }
-    if head.face_region is not None:
-        arrays["face_region"] = np.asarray(head.face_region, dtype=np.int32)            # (F,)
-    return arrays
-
-
-def head_description(head, shape=None) -> dict:
-    """What the `head` reply says about a head besides its arrays; the add-on builds a head from this and the
-    arrays (thunder_blender.head_build), and so does the headless scene (backend/blender/scene.py)."""
-    return {"name": head.name, "identity": head.identity, "source": str(head.source), "shape": shape,
-            "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
-            "face_region_names": list(head.face_region_names or [])}
 
 
 class Service:
@@ -310,6 +271,8 @@ class Service:
         return self.generator
 
     def on_head(self, request: dict) -> None:
+        from backend.head import head_description, head_mesh_arrays
+
         source = _field(request, "head", str, "'builtin' or a FLAME file path")
         head = self._head(source) if source is not None else self._loaded_generator().head
         shape = _field(request, "shape", list, "a list of identity coefficients")
@@ -354,7 +317,7 @@ class Service:
         from backend.audio_io import check_sample_rate
         from backend.frame_rate import check_fps
         from backend.generate import take_seeds
-        from backend.takes import take_file_name
+        from backend.take_file import take_file_name
 
         if self.job is not None:  # only this thread starts jobs, so the check cannot go stale before the start
             raise BusyError(f"the service is busy with generate request {self.job.request_id}; "
@@ -382,9 +345,7 @@ class Service:
         out = prepare_output_folder(out, "the generate request's out folder")
         stem = Path(audio or samples).stem
         paths = [out / take_file_name(stem, k + 1, seed) for k, seed in enumerate(seeds)]
-        existing = [p for p in paths if p.exists()]
-        if existing:
-            raise ThunderError(f"{existing[0]} already exists; Thunder does not overwrite take files")
+        refuse_existing(paths, "take files")
 
         job = GenerateJob(request["id"])
         job.thread = threading.Thread(target=self._run_generate, name=f"thunder-generate-{request['id']}",
@@ -397,7 +358,7 @@ class Service:
                       paths) -> None:
         """The worker: audio, sampling with progress and cancel, the take files, then one final event."""
         from backend.diffusion.samplers import Cancelled
-        from backend.takes import save_take
+        from backend.take_file import save_take
 
         started = time.monotonic()
 

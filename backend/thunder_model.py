@@ -3,7 +3,7 @@ diffusion schedule, for one head. Saved and loaded as a checkpoint folder (backe
 
     model = load_model("backend/models/thunder", head)     # refuses a checkpoint made for another head
     features = model.encode(wave)                    # (T, A), any length, bounded memory
-    motion = sample_takes(model, features, seeds=[0, 1, 2, 3])   # backend.sampling
+    motion = sample_takes(model, features, seeds=[0, 1, 2, 3])   # backend.take_sampling
 
 config.json holds everything needed to rebuild the modules without training code or a network: the head's
 identity, the packed motion's statistics, the encoder's and denoiser's configs, the diffusion schedule and

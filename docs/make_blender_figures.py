@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:
 from backend.audio_io import load_audio  # noqa: E402
 from backend.blender.scene import FRAME_START, build_take_scene  # noqa: E402
 from backend.generate import Generator  # noqa: E402
-from backend.takes import save_take, take_file_name, take_vertices  # noqa: E402
+from backend.take_file import save_take, take_file_name, take_vertices  # noqa: E402
 from training.corpus.align import SILENCE, align  # noqa: E402
 from training.metrics import BILABIALS, lip_distance  # noqa: E402
 

@@ -19,7 +19,7 @@ import torch
 
 from backend.head import load_head
 from backend.motion import pack_motion
-from backend.sampling import SamplingSettings
+from backend.take_sampling import SamplingSettings
 from backend.thunder_model import load_model
 from training import metrics
 from training.baseline import baseline_motion

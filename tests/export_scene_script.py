@@ -30,7 +30,7 @@ import bpy  # noqa: E402
 import numpy as np  # noqa: E402
 
 import export_readback  # noqa: E402
-from thunder_blender import compat, export, head_build, properties, take_file, takes  # noqa: E402
+from thunder_blender import compat, export, head_build, properties, take_actions, take_file  # noqa: E402
 
 
 def scene_state(head) -> dict:
@@ -48,7 +48,7 @@ def scene_state(head) -> dict:
             "selected": sorted(obj.name for obj in view_layer.objects if obj.select_get()),
             "active": view_layer.objects.active.name if view_layer.objects.active else None,
             "active_take": head.thunder.active_take,
-            "keys_playing": playing(takes.shape_key_datablock(head)), "armature_playing": playing(head)}
+            "keys_playing": playing(take_actions.shape_key_datablock(head)), "armature_playing": playing(head)}
 
 
 def evaluated_world_vertices(mesh_object, frames) -> np.ndarray:
@@ -91,8 +91,8 @@ def main(work: Path) -> None:
     mesh_object = head.thunder.mesh
     take_a = take_file.read_take(work / "take_a.npz")
     take_b = take_file.read_take(work / "take_b.npz")
-    takes.add_take(head, take_a, float(args["frame_start_a"]), 1, "", label="Take 1")
-    takes.add_take(head, take_b, float(args["frame_start_b"]), 2, "", label="Take 2: loud/soft?")   # plays
+    take_actions.add_take(head, take_a, float(args["frame_start_a"]), 1, "", label="Take 1")
+    take_actions.add_take(head, take_b, float(args["frame_start_b"]), 2, "", label="Take 2: loud/soft?")   # plays
     # A modifier the user added (no visible effect): FBX's use_mesh_modifiers=True would drop every shape key.
     mesh_object.modifiers.new("User displace", "DISPLACE").strength = 0.0
     bystander = bpy.data.objects.new("Bystander", bpy.data.meshes.new("Bystander"))
@@ -163,7 +163,7 @@ def main(work: Path) -> None:
     abc = [path for path in paths if path.suffix == ".abc"][0]
     arrays["abc0"] = export_readback.alembic_vertices(abc, frames_a, float(args["fps"]))
     state = scene_state(head)
-    takes.activate(head, 0)
+    take_actions.activate(head, 0)
     arrays["blender0"] = evaluated_world_vertices(mesh_object, frames_a)
     arrays["blender_frames0"] = frames_a
     result["state_after_readback"] = state

@@ -1,15 +1,15 @@
-"""The add-on's link to the backend, in plain Python: thunder_blender/backend_process.py and thunder_blender/jobs.py.
+"""The add-on's link to the backend, in plain Python: thunder_blender/link/ (backend_process.py and jobs.py).
 
 Most tests drive the job manager against tests/fake_backend.py (protocol 1 with numpy only; FAKE_BACKEND_MODE
 picks a crash, an import error, a slow or stubborn backend, or one that spawns a child). One test drives the
 real `python -m backend.cli serve` with the shipped model, as Blender would.
 
-The two modules are loaded as a private package from their files, so that the add-on's __init__ (which imports
-bpy) does not run: they must work without bpy.
+They are imported as thunder_blender.link: the add-on's __init__ imports none of its bpy modules, and
+test_the_link_imports_without_bpy checks that they work without bpy.
 """
 
-import importlib.util
 import json
+import subprocess
 import math
 import stat
 import sys
@@ -22,24 +22,20 @@ import pytest
 
 from processes import process_ended
 
+from thunder_blender.link import backend_process, jobs
+
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_BACKEND = Path(__file__).with_name("fake_backend.py")
-
-
-def _load_addon_modules():
-    """thunder_blender's backend_process and jobs under the package name _thunder_link, without bpy."""
-    name = "_thunder_link"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_loader(name, loader=None, is_package=True)
-        package = importlib.util.module_from_spec(spec)
-        package.__path__ = [str(ROOT / "thunder_blender")]
-        sys.modules[name] = package
-    return importlib.import_module(f"{name}.backend_process"), importlib.import_module(f"{name}.jobs")
-
-
-backend_process, jobs = _load_addon_modules()
 BackendError, BackendProcess = backend_process.BackendError, backend_process.BackendProcess
 JobManager = jobs.JobManager
+
+
+def test_the_link_imports_without_bpy():
+    """The link is plain Python: importing it (and so the add-on's package) loads neither bpy nor numpy."""
+    code = ("import sys; import thunder_blender.link.jobs; "
+            "print(sorted(m for m in ('bpy', 'numpy') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]", found.stdout + found.stderr
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -286,7 +282,7 @@ def test_start_backend_becomes_ready_and_says_hello(managers):
 
 @pytest.mark.timeout(60)
 def test_generate_streams_progress_then_the_take_files(managers, speech, tmp_path):
-    from backend.takes import load_take
+    from backend.take_file import load_take
 
     spy = []
     manager = fake_manager(spy=spy)
@@ -511,7 +507,7 @@ def test_a_backend_of_another_protocol_is_refused(managers, tmp_path):
 @pytest.mark.timeout(300)
 def test_the_real_backend_generates_a_take(managers, tmp_path):
     """`python -m backend.cli serve --threads 1` with the shipped model, driven as the add-on drives it."""
-    from backend.takes import load_take
+    from backend.take_file import load_take
 
     wav = write_wav(tmp_path / "line.wav", 1.0)
     manager = JobManager(lambda: dict(SETTINGS),

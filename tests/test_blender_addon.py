@@ -24,7 +24,7 @@ def test_end_to_end(python, extension_zip, voice, tmp_path, head):
     assert result["fbx_error"] < 1e-4 and result["abc_error"] < 1e-4, result
 
     # The head Blender deforms is the backend's FLAME head, frame by frame.
-    from backend.takes import load_take, take_vertices
+    from backend.take_file import load_take, take_vertices
 
     take = load_take(result["takes"][0]["file"])
     reference = take_vertices(take, head)

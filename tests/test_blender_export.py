@@ -25,8 +25,8 @@ import pytest
 import torch
 
 from backend import lbs
-from backend.service import head_mesh_arrays
-from backend.takes import Take, save_take, take_vertices
+from backend.head import head_mesh_arrays
+from backend.take_file import Take, save_take, take_vertices
 from blender_harness import blender_pythons, python_id
 from export_readback import usd_blendshape_weights, usd_joint_rotations
 

@@ -187,7 +187,7 @@ def test_default_sentences_fall_back_with_a_sentence(monkeypatch, tmp_path, caps
     import argparse
 
     import training.corpus.text as text
-    from training import commands
+    from training.corpus import commands
 
     monkeypatch.setattr(text, "DEFAULT_SENTENCES", tmp_path / "missing.tsv")
     seen = {}

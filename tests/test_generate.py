@@ -19,8 +19,8 @@ from backend.audio_io import AudioFileError
 from backend.cli import main as thunder
 from backend.frame_rate import FrameRateError, check_fps, frames_for_seconds, resample_motion
 from backend.generate import GenerateError, Generator, speech_from_samples
-from backend.sampling import SamplingError
-from backend.takes import TakeFileError, load_take, save_take, take_vertices
+from backend.take_sampling import SamplingError
+from backend.take_file import TakeFileError, load_take, save_take, take_vertices
 from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,12 +131,22 @@ def _write_raw(path, take, meta=None, **arrays):
 
 # ------------------------------------------------------------------------------------------ frame rates
 def test_resampling_keeps_shared_frames_and_interpolates_between():
-    source = {"jaw": np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)}
-    out = resample_motion(source, 25, 50, 100)["jaw"]
-    assert np.array_equal(out[::2], source["jaw"])  # every other frame is a source frame, bit for bit
-    np.testing.assert_allclose(out[1:-1:2], (source["jaw"][:-1] + source["jaw"][1:]) / 2, rtol=1e-6, atol=1e-7)
-    assert np.array_equal(out[-1], source["jaw"][-1])  # past the last source frame: held
-    assert np.array_equal(resample_motion(source, 25, 25, 50)["jaw"], source["jaw"])
+    from scipy.spatial.transform import Rotation, Slerp
+
+    rng = np.random.default_rng(0)
+    source = {"expression": rng.normal(size=(50, 4)).astype(np.float32),
+              "jaw": rng.normal(0, 0.3, size=(50, 3)).astype(np.float32)}
+    resampled = resample_motion(source, 25, 50, 100)
+    for name, out in resampled.items():
+        assert out.dtype == np.float32
+        assert np.array_equal(out[::2], source[name])  # every other frame is a source frame, bit for bit
+        assert np.array_equal(out[-1], source[name][-1])  # past the last source frame: held
+        assert np.array_equal(resample_motion(source, 25, 25, 50)[name], source[name])
+    expression, jaw = source["expression"], source["jaw"].astype(np.float64)
+    np.testing.assert_allclose(resampled["expression"][1:-1:2], (expression[:-1] + expression[1:]) / 2,
+                               rtol=1e-6, atol=1e-7)   # coefficients: linear
+    halfway = Slerp(np.arange(50), Rotation.from_rotvec(jaw))(np.arange(49) + 0.5).as_rotvec()
+    np.testing.assert_allclose(resampled["jaw"][1:-1:2], halfway, rtol=1e-5, atol=1e-6)   # rotations: Slerp
     assert frames_for_seconds(3.2, 25) == 80 and frames_for_seconds(3.3, 24) == 80
     assert frames_for_seconds(1.0, 29.97) == 30
     for bad in (0, -24, float("nan"), 1e9, "fast", True):
@@ -236,3 +246,14 @@ def test_settings_are_checked_against_the_model(generator):
         generator.settings({"stesp": 3})
     with pytest.raises(GenerateError, match="'steps' must be a whole number, not 'ten'"):
         generator.settings({"steps": "ten"})
+
+
+def test_the_backend_and_the_take_reader_agree_on_the_motion_layout():
+    """backend/motion.py's POSE_PARTS (the models' packed frames) and the take rule's part widths (the add-on's
+    reader) are the same layout: expression, jaw 3, neck 3, eyes 6."""
+    from backend.frame_rate import ROTATION_PARTS
+    from backend.motion import POSE_PARTS
+    from backend.take_file import PART_WIDTHS
+
+    assert PART_WIDTHS == {"expression": None, **dict(POSE_PARTS)}
+    assert ROTATION_PARTS == tuple(name for name, _ in POSE_PARTS)   # resampled by Slerp

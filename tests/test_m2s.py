@@ -133,3 +133,30 @@ def test_kmeans_units_from_a_tiny_random_hubert(tiny_corpus, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["units"]["source"] == "kmeans" and len(config["units"]["inventory"]) == 6
     assert config["model"]["n_units"] == 6
+
+
+def test_the_m2s_loss_leaves_out_steps_past_each_clips_end():
+    """unit_and_mel_loss: padding (IGNORE) and its mel frames count for nothing, whatever they hold; per clip it
+    averages each clip on its own, over the batch it averages every valid step."""
+    from backend.audio import MELS_PER_UNIT
+    from training.m2s.loss import IGNORE, unit_and_mel_loss
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 5, generator=gen)
+    targets = torch.randint(0, 5, (2, 6), generator=gen)
+    targets[1, 4:] = IGNORE
+    mel, target_mel = torch.randn(2, 6 * MELS_PER_UNIT, 3, generator=gen), torch.randn(2, 12, 3, generator=gen)
+    ce, l1 = unit_and_mel_loss(logits, mel, targets, target_mel, per_clip=True)
+    changed = mel.clone()
+    changed[1, 4 * MELS_PER_UNIT:] += 100.0                       # the padding's mel frames
+    again = logits.clone()
+    again[1, 4:] += 100.0
+    assert torch.allclose(torch.stack(unit_and_mel_loss(again, changed, targets, target_mel, per_clip=True)),
+                          torch.stack([ce, l1]))
+    clip1 = torch.nn.functional.cross_entropy(logits[1, :4], targets[1, :4])
+    assert torch.allclose(ce[1], clip1)
+    assert torch.allclose(l1[1], (mel[1, :8] - target_mel[1, :8]).abs().mean())
+    batch_ce, batch_l1 = unit_and_mel_loss(logits, mel, targets, target_mel)
+    assert torch.allclose(batch_ce, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
+    assert torch.allclose(batch_l1, (ce.new_tensor(0) + (mel[0] - target_mel[0]).abs().sum()
+                                     + (mel[1, :8] - target_mel[1, :8]).abs().sum()) / (20 * 3))

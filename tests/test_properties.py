@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.audio_io import AudioFileError, load_audio
-from backend.sampling import SamplingSettings
+from backend.take_sampling import SamplingSettings
 from backend.service import REQUEST_FIELDS, Service
-from backend.takes import TakeFileError, load_take, save_take
+from backend.take_file import TakeFileError, load_take, save_take
 from generation_fixtures import write_speech
 from test_trust import _addon_reader
 

@@ -22,7 +22,7 @@ import torch
 
 import backend.generate
 from backend.service import Service
-from backend.takes import load_take
+from backend.take_file import load_take
 from generation_fixtures import BAD_AUDIO_WORDS, write_bad_audio, write_speech
 from processes import wait_for_end
 
@@ -309,7 +309,7 @@ def test_a_crash_inside_a_request_leaves_the_service_usable(in_process, speech, 
     assert reply["message"] == ("the generate request failed inside Thunder (RuntimeError: the sampler fell "
                                 "over)")
     assert "broken" in reply["traceback"] and "RuntimeError" in reply["traceback"]
-    monkeypatch.setattr("backend.service.head_mesh_arrays", lambda head, shape=None: 1 / 0)  # a bug on the main thread
+    monkeypatch.setattr("backend.head.head_mesh_arrays", lambda head, shape=None: 1 / 0)  # a bug on the main thread
     reply = in_process.ask("head")
     assert reply["code"] == "internal" and "ZeroDivisionError" in reply["message"]
     monkeypatch.undo()

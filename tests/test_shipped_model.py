@@ -13,7 +13,7 @@ import torch
 from backend.cli import main
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
-from backend.takes import load_take
+from backend.take_file import load_take
 from backend.thunder_model import load_model
 
 SHIPPED = SHIPPED_THUNDER

@@ -25,7 +25,7 @@ from backend.checkpoint import CheckpointError
 from backend.cli import main as thunder
 from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.head import load_head
-from backend.sampling import SamplingError, SamplingSettings, sample_takes, window_starts
+from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, window_starts
 from backend.thunder_model import ThunderModel, load_model
 from training.corpus.format import open_corpus
 from training.m2s.api import load_m2s

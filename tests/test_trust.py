@@ -35,7 +35,7 @@ from backend.errors import ThunderError
 from backend.files import write_atomically
 from backend.flame_file import load_head_file
 from backend.generate import Generator
-from backend.takes import TakeFileError, load_take, save_take
+from backend.take_file import TakeFileError, load_take, save_take
 from blender_harness import blender_pythons
 from generation_fixtures import write_speech
 from test_serve import Client, in_process  # noqa: F401  (in_process: a fixture)

@@ -2,29 +2,42 @@
 
 Runs in Blender's own Python (bpy and numpy only, never torch). The engine is Thunder's backend, in the
 user's own Python environment, started as a subprocess that talks JSON lines over stdin/stdout
-(docs/service_protocol.md); backend_process.py and jobs.py hold that link and have no bpy in them.
+(docs/service_protocol.md); link/ (backend_process.py, jobs.py) holds that link and has no bpy in it.
 
     properties.py   what is saved in the .blend: heads, takes, the panel's settings
     head_build.py   the head from the backend's arrays: mesh, shape keys, armature, skinning
     rig_math.py     a take's per-frame parameters as shape-key values and bone channels (numpy)
-    takes.py        one slotted action per take; activate, delete
+    take_actions.py one slotted action per take; activate, delete
+    take_file.py    reading a take file (numpy only; the backend's reader shares its rule)
     sound.py        the audio seconds and first frame of a sound strip or file
     export.py       FBX, Alembic and USD
+    headless.py     the one module the backend's Blender code uses: a scene built without the panel
     api.py          the Python API (what the operators call)
     operators.py    bpy.ops.thunder.*;  ui.py: the sidebar panels and the preferences
     session.py      the job manager, polled by a timer
+
+Importing the package imports none of them: Blender's register() does, so the backend's headless scene and
+the plain-Python tests of link/ load only what they use.
 """
 
-from . import api, operators, properties, session, ui  # noqa: F401  (api: the Python API, thunder.api)
+import importlib
 
-_modules = (properties, operators, ui, session)
+_REGISTERED = ("properties", "operators", "ui", "session")   # in registration order
+_PUBLIC = ("api", *_REGISTERED)
+
+
+def __getattr__(name):
+    """thunder_blender.api (the Python API) and the registered modules, imported when first asked for."""
+    if name in _PUBLIC:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register():
-    for module in _modules:
-        module.register()
+    for name in _REGISTERED:
+        importlib.import_module(f"{__name__}.{name}").register()
 
 
 def unregister():
-    for module in reversed(_modules):
-        module.unregister()
+    for name in reversed(_REGISTERED):
+        importlib.import_module(f"{__name__}.{name}").unregister()

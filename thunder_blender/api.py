@@ -25,20 +25,15 @@ from pathlib import Path
 
 import bpy
 
-from . import head_build, session, takes
+from . import head_build, session, take_actions
 from .properties import LIMITS
-from .errors import ThunderError
+from .errors import USER_ERRORS, ThunderError
 from .export import check_folder, export_takes
 from .head_build import check_head, head_of
 from .sound import AudioSourceError, file_audio, scene_fps, strip_audio
-from .take_file import TakeReadError, read_take
+from .take_file import read_take
 
 MAX_SEED = LIMITS["seed"][1]
-
-
-# Every user error of the add-on's modules is a ThunderError (thunder_blender/errors.py); the take reader's
-# TakeReadError (take_file.py, shared in spirit with the backend's reader) is listed beside it.
-USER_ERRORS = (ThunderError, TakeReadError)
 
 
 @dataclass
@@ -249,7 +244,7 @@ def takes_folder() -> Path:
 
 def _start_generate(context, head, audio_path, start, end, frame_start, fps, seeds, settings, replace_animation,
                     wait, replacing):
-    foreign = takes.foreign_animation(head)
+    foreign = take_actions.foreign_animation(head)
     if foreign and not replace_animation:
         raise ThunderError(f"{head.name} already plays animation that is not a Thunder take ({', '.join(foreign)}); "
                            "tick Replace existing animation to keep it aside (it is never deleted)")
@@ -290,8 +285,8 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
         # Every take is read and checked before the head changes, so a bad one changes nothing.
         arrived = [read_take(entry["path"]) for entry in event["takes"]]
         for take in arrived:
-            takes.take_fields(take)
-        takes.keep_original_animation(target)
+            take_actions.take_fields(take)
+        take_actions.keep_original_animation(target)
         thunder = target.thunder
         thunder.batches += 1
         # The takes to replace, by name, looked up when the result arrives: a take kept, renamed or deleted
@@ -302,9 +297,9 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
             if places:
                 name = places.pop(0)
                 index = next(k for k, item in enumerate(thunder.takes) if item.name == name)
-                item = takes.replace_take(target, index, take, frame_start, thunder.batches, audio_path)
+                item = take_actions.replace_take(target, index, take, frame_start, thunder.batches, audio_path)
             else:
-                item = takes.add_take(target, take, frame_start, thunder.batches, audio_path,
+                item = take_actions.add_take(target, take, frame_start, thunder.batches, audio_path,
                                       label=_unique_label(thunder, None))
             added.append(item.name)
         scene = bpy.data.scenes.get(scene_name)
@@ -376,12 +371,12 @@ def _take_index(head, take) -> int:
 def activate_take(head, take) -> None:
     """Play a take (by index or name)."""
     head = resolve_head(head)
-    takes.activate(head, _take_index(head, take))   # refuses an edited head (head_build.check_head)
+    take_actions.activate(head, _take_index(head, take))   # refuses an edited head (head_build.check_head)
 
 
 def delete_take(head, take) -> None:
     head = resolve_head(head)
-    takes.delete(head, _take_index(head, take))
+    take_actions.delete(head, _take_index(head, take))
 
 
 def keep_take(head, take, keep: bool = True) -> None:

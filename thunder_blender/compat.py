@@ -3,6 +3,9 @@
 - Sound strips: `scene.sequence_editor.strips` (4.5 also has `sequences`, 5.0 only `strips`); 5.2 renames
   frame_start / frame_final_start / frame_final_end / frame_duration to content_start / left_handle /
   right_handle / content_duration (its `duration` is the trimmed length).
+- The strips a panel searches: `strips_all` (5.x; 4.5 also has `sequences_all`).
+- Render output: 5.0 sorts outputs into images and videos (`image_settings.media_type`); 4.5 has no such field.
+- Materials: 4.5 makes a material's node tree on request (`use_nodes`); 5.x always has one.
 - Animation: Blender 5 has no Action.fcurves. Both 4.5 and 5.x have slotted actions: an action holds slots
   (one per animated datablock: here the Key and the armature of one take), and a keyframe strip holds one
   channelbag of F-curves per slot.
@@ -14,7 +17,31 @@ from dataclasses import dataclass
 
 
 
+# ---------------------------------------------------------------------------------------------- output, materials
+def set_media_type(image_settings, kind: str) -> None:
+    """Say that the render output is an "IMAGE" or a "VIDEO" where Blender asks (5.0 on); 4.5 knows by format."""
+    if hasattr(image_settings, "media_type"):
+        image_settings.media_type = kind
+
+
+def material_node_tree(material):
+    """The material's node tree, made where this Blender makes it on request (4.5); None where there is none."""
+    if getattr(material, "node_tree", None) is None and hasattr(material, "use_nodes"):
+        material.use_nodes = True
+    return getattr(material, "node_tree", None)
+
+
 # ---------------------------------------------------------------------------------------------- strips
+def strips(editor):
+    """A sequence editor's top-level strips, to add new ones to (4.5: `strips` or `sequences`; 5.x: `strips`)."""
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def all_strips_name(editor) -> str:
+    """The name of the sequence editor's collection of every strip (for a panel's prop_search)."""
+    return "strips_all" if hasattr(editor, "strips_all") else "sequences_all"
+
+
 def sound_strips(scene) -> list:
     """The scene's sound strips, in the Sequencer's order (none without a sequence editor)."""
     editor = scene.sequence_editor

@@ -30,7 +30,7 @@ import bpy
 
 from . import compat
 from .errors import ThunderError
-from .takes import activate, shape_key_datablock
+from .take_actions import activate, shape_key_datablock
 
 FORMATS = ("fbx", "abc", "usd")
 EXTENSIONS = {"fbx": ".fbx", "abc": ".abc", "usd": ".usd"}

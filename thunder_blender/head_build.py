@@ -23,7 +23,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import rig_math
+from . import compat, rig_math
 from .errors import ThunderError
 
 SLIDER_RANGE = 10.0   # Blender's hard limit for shape-key sliders
@@ -69,9 +69,8 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, face_re
         color = (*REGION_COLORS.get(region, REGION_COLORS["skin"]), 1.0)
         material.diffuse_color = color      # the viewport's solid mode and Workbench
         material.roughness = 0.55 if region in ("sclera", "iris", "pupil", "lips") else 0.75
-        if getattr(material, "node_tree", None) is None and hasattr(material, "use_nodes"):
-            material.use_nodes = True        # 4.5 makes node trees on request; 5.x always has one
-        principled = material.node_tree.nodes.get("Principled BSDF") if material.node_tree else None
+        tree = compat.material_node_tree(material)
+        principled = tree.nodes.get("Principled BSDF") if tree else None
         if principled is not None:
             principled.inputs["Base Color"].default_value = color   # EEVEE and Cycles
             principled.inputs["Roughness"].default_value = material.roughness
@@ -84,15 +83,26 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, face_re
     return mesh
 
 
+HEAD_ARRAYS = ("vertices", "faces", "expression_basis", "pose_basis", "joints", "joint_expression_basis",
+               "weights", "parents")   # and "face_region" when the head has regions
+
+
 def build_head(head_file, info: dict, name: str | None = None, collection=None, location=(0.0, 0.0, 0.0)):
     """Build the head described by the backend's `head` reply `info` from its file; returns the armature
     object (the head's handle: takes, settings and identity live on it)."""
     arrays = read_head_arrays(head_file)
-    needed = ("vertices", "faces", "expression_basis", "pose_basis", "joints", "joint_expression_basis",
-              "weights", "parents")
-    missing = [key for key in needed if key not in arrays]
+    missing = [key for key in HEAD_ARRAYS if key not in arrays]
     if missing:
         raise HeadBuildError(f"the head file {head_file} lacks {', '.join(missing)}")
+    return build_head_from_arrays(arrays, info, name, collection, location)
+
+
+def build_head_from_arrays(arrays: dict, info: dict, name: str | None = None, collection=None,
+                           location=(0.0, 0.0, 0.0)):
+    """build_head from the arrays themselves (HEAD_ARRAYS, as the backend's head_mesh_arrays makes them)."""
+    missing = [key for key in HEAD_ARRAYS if key not in arrays]
+    if missing:
+        raise HeadBuildError(f"the head's arrays lack {', '.join(missing)}")
     name = name or "Thunder head"
     collection = collection or bpy.context.scene.collection
     vertices = arrays["vertices"].astype(np.float64)

@@ -3,7 +3,7 @@ bar and in the panel, and changes nothing when it fails."""
 
 import bpy
 
-from . import api, takes
+from . import api, take_actions
 
 
 def _run(operator, action) -> set:
@@ -65,7 +65,7 @@ class THUNDER_OT_generate(bpy.types.Operator):
             head = api.resolve_head(context.scene.thunder.head, context)
         except api.USER_ERRORS:
             return self.execute(context)   # execute reports the problem
-        foreign = takes.foreign_animation(head)
+        foreign = take_actions.foreign_animation(head)
         if foreign and not context.scene.thunder.replace_animation:
             self.replace_animation = True
             return context.window_manager.invoke_confirm(

@@ -24,11 +24,11 @@ def emotion_items(self, context):
 
 def _activate_take(self, context):
     """Clicking a take in the list plays it: switching takes is only a change of the assigned action."""
-    from . import api, takes
+    from . import api, take_actions
 
     if 0 <= self.active_take < len(self.takes):
         try:
-            takes.activate(self.id_data, self.active_take)
+            take_actions.activate(self.id_data, self.active_take)
         except api.USER_ERRORS as exc:   # an update callback cannot report: the panel says it
             api.notice.level, api.notice.text = "ERROR", str(exc)
 

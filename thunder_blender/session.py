@@ -11,7 +11,7 @@ import atexit
 
 import bpy
 
-from .jobs import JobManager
+from .link.jobs import JobManager
 
 POLL_SECONDS = 0.2
 _manager: JobManager | None = None

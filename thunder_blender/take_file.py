@@ -2,7 +2,7 @@
 
 The format is docs/take_format.md. This module is the only place that decides whether a file is a valid
 take: the add-on reads takes with `read_take` in Blender's Python (no torch, no backend), and the backend's
-`backend.takes` loads this very file (by its location, without importing the add-on package, which needs
+`backend.take_file` loads this very file (by its location, without importing the add-on package, which needs
 bpy) for `load_take` and `save_take`. So a take one side accepts, the other accepts too. Keep it free of bpy,
 of torch and of imports from the rest of the add-on.
 

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import api, session
+from . import api, compat, session
 
 STATUS_ICONS = {"stopped": "RADIOBUT_OFF", "starting": "SORTTIME", "ready": "CHECKMARK", "busy": "SORTTIME",
                 "error": "ERROR"}
@@ -63,8 +63,8 @@ def draw_panel(layout, context) -> None:
     box.row().prop(settings, "audio_source", expand=True)
     if settings.audio_source == "STRIP":
         if scene.sequence_editor is not None:
-            collection = "strips_all" if hasattr(scene.sequence_editor, "strips_all") else "sequences_all"
-            box.prop_search(settings, "strip", scene.sequence_editor, collection, text="", icon="SOUND")
+            box.prop_search(settings, "strip", scene.sequence_editor, compat.all_strips_name(scene.sequence_editor),
+                            text="", icon="SOUND")
         else:
             box.label(text="Add a sound strip in the Sequencer first")
     else:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.errors import ThunderError
+from training.metrics import phone_segment, segment_frames
 
 SMOOTHING_FRAMES = 1.5
 SILENCE = ("SIL", "SP", "SPN", "NSN", "")
@@ -85,15 +86,6 @@ def viseme_poses(expression_names) -> dict[str, tuple[float, np.ndarray]]:
     return poses
 
 
-def phone_frames(start: float, end: float, n_frames: int, fps: float) -> np.ndarray:
-    """The frames a phone holds: those whose time lies in [start, end), else the one nearest its middle."""
-    first, last = int(np.ceil(start * fps - 1e-9)), int(np.ceil(end * fps - 1e-9))
-    frames = np.arange(max(first, 0), min(last, n_frames))
-    if frames.size == 0 and n_frames > 0 and end > 0 and start < n_frames / fps:
-        frames = np.array([min(max(int(round(0.5 * (start + end) * fps)), 0), n_frames - 1)])
-    return frames
-
-
 def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     """Smooth (T, ...) along time with a normalized Gaussian of `sigma` frames, repeating the edge frames
     (so a clip that starts or ends at rest stays at rest there)."""
@@ -106,13 +98,6 @@ def gaussian_smooth(x: np.ndarray, sigma: float) -> np.ndarray:
     return sum(w * padded[k: k + len(x)] for k, w in enumerate(kernel))
 
 
-def _segment(seg) -> tuple[str, float, float]:
-    if hasattr(seg, "label"):
-        return seg.label, float(seg.start), float(seg.end)
-    label, start, end = seg
-    return str(label), float(start), float(end)
-
-
 def baseline_motion(phones, n_frames: int, head, fps: float = 25.0,
                     sigma_frames: float = SMOOTHING_FRAMES) -> dict[str, np.ndarray]:
     """Motion for a clip from its timed phones ((label, start, end) in seconds, or Segment objects).
@@ -123,9 +108,9 @@ def baseline_motion(phones, n_frames: int, head, fps: float = 25.0,
     poses = viseme_poses(names)
     viseme_of_frame: list[str | None] = [None] * n_frames  # None: rest
     for seg in phones:
-        label, start, end = _segment(seg)
+        label, start, end = phone_segment(seg)
         viseme = phone_viseme(label)
-        for frame in phone_frames(start, end, n_frames, fps).tolist():
+        for frame in segment_frames(start, end, n_frames, fps, outside_clip="none").tolist():
             viseme_of_frame[frame] = viseme
 
     jaw = np.zeros(n_frames)

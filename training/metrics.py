@@ -54,7 +54,7 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
     smoothed with a Gaussian of ENVELOPE_SIGMA_FRAMES (1 frame, 40 ms), so it follows syllables (the
     4-8 Hz beat the jaw follows) and not single pitch periods or plosive bursts.
     envelope_correlation: the Pearson r of the lip opening with it at the best lag within +-3 frames
-    (120 ms either way: lips lead or lag the sound), as method.md asks.
+    (120 ms either way: lips lead or lag the sound), as docs/method.md asks.
   - blinks: the blink signal is the mean of the eyeBlinkLeft and eyeBlinkRight expression weights (1 =
     lids shut on the built-in head). A blink starts when the signal rises above BLINK_ON (0.5) and ends when
     it falls below BLINK_OFF (0.25), so a wobble around 0.5 is one blink, not several. Blink rate =
@@ -106,19 +106,24 @@ def closure_threshold(distance: np.ndarray, absolute_mm: float | None = None) ->
     return RELATIVE_CLOSURE_THRESHOLD * float(np.percentile(distance, OPENING_PERCENTILE))
 
 
-def _segment(seg) -> tuple[str, float, float]:
+def phone_segment(seg) -> tuple[str, float, float]:
+    """(label, start, end) of a timed phone: a (label, start, end) triple in seconds, or a Segment object."""
     if hasattr(seg, "label"):
         return seg.label, float(seg.start), float(seg.end)
     label, start, end = seg
-    return label, float(start), float(end)
+    return str(label), float(start), float(end)
 
 
-def segment_frames(start: float, end: float, n_frames: int, fps: float) -> np.ndarray:
-    """Indices of the frames a time span [start, end) holds; the frame nearest its middle if it holds none."""
+def segment_frames(start: float, end: float, n_frames: int, fps: float, outside_clip: str = "nearest") -> np.ndarray:
+    """Indices of the frames (of `n_frames` at `fps`) a time span [start, end) holds; the frame nearest its
+    middle if it holds none. A span wholly outside the clip gets the clip's nearest frame with
+    outside_clip="nearest" (a figure counts every segment) and no frame with "none" (the baseline leaves
+    the clip's frames alone)."""
     first = int(np.ceil(start * fps - 1e-9))
     last = int(np.ceil(end * fps - 1e-9))  # exclusive
     idx = np.arange(max(first, 0), min(last, n_frames))
-    if idx.size == 0:
+    inside = n_frames > 0 and end > 0 and start < n_frames / fps
+    if idx.size == 0 and (outside_clip == "nearest" or inside):
         idx = np.array([min(max(int(round(0.5 * (start + end) * fps)), 0), n_frames - 1)])
     return idx
 
@@ -127,7 +132,7 @@ def segments_of(phones, labels) -> list[tuple[float, float]]:
     """(start, end) of the segments of `phones` whose label (any case, stress digits dropped) is in `labels`."""
     out = []
     for seg in phones:
-        label, start, end = _segment(seg)
+        label, start, end = phone_segment(seg)
         if label.upper().rstrip("012") in labels:
             out.append((start, end))
     return out

@@ -26,42 +26,40 @@ def main(argv=None) -> int:
     import bpy
 
     from backend.blender.preview import reset_blender
-    from backend.blender.scene import ensure_add_on_properties
-    from backend.head import load_head
-    from backend.service import head_description, head_mesh_arrays
-    from backend.takes import Take, save_take
-    from thunder_blender import head_build, take_file, takes
+    from backend.head import head_description, head_mesh_arrays, load_head
+    from backend.motion import POSE_PARTS
+    from backend.take_file import Take, save_take
+    from thunder_blender import headless
 
     reset_blender()
-    ensure_add_on_properties()
+    headless.register_properties()
     head = load_head("builtin")
     rng = np.random.default_rng(0)
     frames = int(round(args.seconds * 25))
     with tempfile.TemporaryDirectory(prefix="thunder-bench-") as folder:
-        head_file = Path(folder) / "head.npz"
-        np.savez(head_file, **head_mesh_arrays(head))
+        arrays = head_mesh_arrays(head)
         started = time.perf_counter()
-        head_object = head_build.build_head(head_file, head_description(head))
+        head_object = headless.build_head(arrays, head_description(head))
         build_seconds = time.perf_counter() - started
 
         keying = []
         for k in range(args.takes):
+            spread = {"jaw": 0.1, "neck": 0.05, "eyes": 0.05}
             parts = {"expression": rng.normal(0, 0.5, (frames, head.n_expression)),
-                     "jaw": rng.normal(0, 0.1, (frames, 3)), "neck": rng.normal(0, 0.05, (frames, 3)),
-                     "eyes": rng.normal(0, 0.05, (frames, 6))}
+                     **{name: rng.normal(0, spread[name], (frames, width)) for name, width in POSE_PARTS}}
             path = Path(folder) / f"take{k}.npz"
             save_take(path, Take(**{n: v.astype(np.float32) for n, v in parts.items()}, fps=25.0, seed=k,
                                  settings={}, model={"name": "bench", "hash": "-"},
                                  head={"name": head.name, "identity": head.identity}, audio={}))
-            take = take_file.read_take(path)
+            take = headless.read_take(path)
             started = time.perf_counter()
-            takes.add_take(head_object, take, 1.0, 1, audio_path="")   # synthetic takes: no audio
+            headless.add_take(head_object, take, 1.0, 1, audio_path="")   # synthetic takes: no audio
             keying.append(time.perf_counter() - started)
 
         switching = []
         for r in range(args.repeats):
             started = time.perf_counter()
-            takes.activate(head_object, r % args.takes)
+            headless.activate(head_object, r % args.takes)
             bpy.context.scene.frame_set(1 + (r * 7) % frames)   # the new take's pose, evaluated
             switching.append(time.perf_counter() - started)
 

@@ -11,7 +11,7 @@ caption. Each frame then only replaces the vertex positions and the caption, so 
 
 The render settings (``setup_workbench``) and the camera placement (``aim_camera``) are shared with the take
 scenes of scene.py; the mesh and its region materials come from the add-on's own builder
-(``thunder_blender.head_build.mesh_from_arrays``, with its REGION_COLORS), so a preview looks like the head
+(``thunder_blender.headless.mesh_from_arrays``, with the head's REGION_COLORS), so a preview looks like the head
 in Blender.
 
 bpy is imported inside the functions only, so that importing this module needs no Blender.
@@ -206,7 +206,7 @@ class PreviewScene:
     # -- scene construction ---------------------------------------------------------------------------
     def _make_mesh(self, face_region, region_names):
         import bpy
-        from thunder_blender.head_build import mesh_from_arrays
+        from thunder_blender.headless import mesh_from_arrays
 
         mesh = mesh_from_arrays("head", np.zeros((self.vertex_count, 3)), self.faces, face_region, region_names)
         obj = bpy.data.objects.new("head", mesh)

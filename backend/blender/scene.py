@@ -8,8 +8,9 @@ with its sound, or rendered at chosen frames into one grid image.
     scene.render_preview("voice.preview.mp4", resolution=512)
     scene.render_frames([12, 40], "frames.png", columns=2, captions=["0.44 s B", "1.56 s AA"])
 
-Everything in Blender goes through the add-on's own modules (thunder_blender: head_build, takes, sound, export),
-so a .blend made here is what the add-on would have made: its takes list and actions, switchable in the panel.
+Everything in Blender goes through the add-on's own door for headless scene building (thunder_blender.headless:
+the head from arrays, the sound strip, takes, settings, exports), so a .blend made here is what the add-on would
+have made: its takes list and actions, switchable in the panel.
 The video and the grid come from one scene, one camera and one set of render settings (preview.py's
 setup_workbench and aim_camera): the grid's frames are stills of the video's frames.
 
@@ -30,11 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
 from backend.blender.preview import (CAPTION_COLOR, CameraView, add_caption, aim_camera, place_caption, read_png,
                                      remove_caption, reset_blender, setup_workbench, tile_images, write_png)
 from backend.errors import ThunderError
+from backend.files import refuse_existing
 
 FORMATS = ("fbx", "abc", "usd")
 FRAME_START = 1
@@ -51,11 +51,11 @@ class SceneError(ThunderError):
 @contextlib.contextmanager
 def add_on_errors():
     """The add-on's one-sentence errors (export, head, take, audio) as SceneError, so callers see ThunderError."""
-    from thunder_blender.api import USER_ERRORS
+    from thunder_blender import headless
 
     try:
         yield
-    except USER_ERRORS as exc:
+    except headless.USER_ERRORS as exc:
         raise SceneError(str(exc)) from None
 
 
@@ -84,57 +84,11 @@ def blender_output_silenced():
             os.close(fd)
 
 
-def ensure_add_on_properties() -> None:
-    """Register the add-on's properties (heads, takes, settings) unless they are: the .blend then carries them."""
-    import bpy
-
-    from thunder_blender import properties
-
-    if "thunder" not in bpy.types.Object.bl_rna.properties:
-        properties.register()
-
-
 def set_scene_fps(scene, fps: float) -> None:
-    """Any positive frame rate: fps = round(fps), fps_base = round(fps) / fps (23.976 is 24 / 1.001)."""
-    if not fps > 0 or not math.isfinite(fps):
-        raise SceneError(f"the frame rate must be a positive number, not {fps!r}")
+    """A checked frame rate (check_fps): fps = round(fps), fps_base = round(fps) / fps (23.976 is 24 / 1.001)."""
     whole = max(1, round(fps))
     scene.render.fps = whole
     scene.render.fps_base = whole / fps
-
-
-def add_sound_strip(scene, audio_path, start: float = 0.0, end: float | None = None,
-                    frame_start: int = FRAME_START, frames: int | None = None):
-    """A sound strip of `audio_path` in which audio second `start` plays at `frame_start`, trimmed to start
-    there (its content begins earlier when start > 0) and, when `end` is before the file's end, to end after
-    `frames` frames. The timing is checked against the add-on's own reading of strips (thunder_blender.sound),
-    the rule the add-on uses to find the audio of a take."""
-    from thunder_blender import compat, sound
-
-    fps = sound.scene_fps(scene)
-    editor = scene.sequence_editor or scene.sequence_editor_create()
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
-    path = Path(audio_path).resolve()
-    try:
-        strip = strips.new_sound(path.name[:60], str(path), 1, frame_start)
-    except RuntimeError as exc:
-        raise SceneError(f"Blender cannot load the audio {path} as a sound strip ({str(exc).strip()})") from None
-    # Strips sit on whole frames; the fraction of a frame goes into the sound's own offset (seconds), which
-    # delays the sound (thunder_blender.sound): second `start` at frame_start needs an offset of -fraction.
-    shift = start * fps
-    whole = math.floor(shift + 1e-9)
-    strip.sound_offset = (whole - shift) / fps
-    compat.set_strip_frame(strip, "content_start", frame_start - whole)
-    compat.set_strip_frame(strip, "left", frame_start)
-    if end is not None and frames is not None:
-        right = frame_start + frames
-        if right < compat.strip_timing(strip).right:
-            compat.set_strip_frame(strip, "right", right)
-    heard = sound.strip_audio(scene, strip.name)
-    if abs(heard.start - start) > 1e-4 or abs(heard.frame_start - frame_start) > 1e-4:
-        raise RuntimeError(f"the sound strip plays second {heard.start:.4f} at frame {heard.frame_start:.3f}, "
-                           f"not second {start:.4f} at frame {frame_start}")
-    return strip
 
 
 @dataclass
@@ -165,8 +119,7 @@ class TakeScene:
         import bpy
 
         path = Path(path).resolve()
-        if path.exists():
-            raise SceneError(f"{path} already exists; Thunder does not overwrite files")
+        refuse_existing([path], error=SceneError)
         path.parent.mkdir(parents=True, exist_ok=True)
         sound = self.strip.sound
         if sound.packed_file is None and Path(self.audio_path).stat().st_size <= PACK_LIMIT_BYTES:
@@ -178,16 +131,16 @@ class TakeScene:
     def export(self, folder, formats: Sequence[str] = FORMATS, every_take: bool = True) -> list[Path]:
         """Every take (or the playing one) to `folder`, one file per take and format, named by the add-on's
         exporter `<head>_<take>.<ext>`. An existing file stops it before anything is written."""
-        from thunder_blender import export
+        from thunder_blender import headless
 
         with add_on_errors(), blender_output_silenced():
-            return export.export_takes(self.head, folder, formats=tuple(formats), every_take=every_take)
+            return headless.export_takes(self.head, folder, formats=tuple(formats), every_take=every_take)
 
     def export_paths(self, folder, formats: Sequence[str] = FORMATS) -> list[Path]:
         """The files export() writes for every take, without writing them."""
-        from thunder_blender.export import planned_paths
+        from thunder_blender import headless
 
-        return planned_paths(folder, self.head.name, self.take_names, formats)
+        return headless.planned_paths(folder, self.head.name, self.take_names, formats)
 
     # ------------------------------------------------------------------------------------------ renders
     def image_position(self, point) -> tuple[float, float]:
@@ -221,8 +174,7 @@ class TakeScene:
         import bpy
 
         path = Path(path).resolve()
-        if path.exists():
-            raise SceneError(f"{path} already exists; Thunder does not overwrite files")
+        refuse_existing([path], error=SceneError)
         path.parent.mkdir(parents=True, exist_ok=True)
         scene, total = self.scene, self.frames
 
@@ -309,10 +261,11 @@ class TakeScene:
 
 def _video_output(scene) -> bool:
     """Switch the scene's output to an H.264 MP4 with AAC audio; False when this Blender has no FFMPEG output."""
+    from thunder_blender import headless
+
     settings = scene.render.image_settings
     try:
-        if hasattr(settings, "media_type"):     # 5.0 sorts outputs into images and videos
-            settings.media_type = "VIDEO"
+        headless.set_media_type(settings, "VIDEO")
         settings.file_format = "FFMPEG"
     except TypeError:                           # not in the enum: built without FFmpeg
         _still_output(scene)
@@ -329,9 +282,10 @@ def _video_output(scene) -> bool:
 
 
 def _still_output(scene) -> None:
+    from thunder_blender import headless
+
     settings = scene.render.image_settings
-    if hasattr(settings, "media_type"):
-        settings.media_type = "IMAGE"
+    headless.set_media_type(settings, "IMAGE")
     settings.file_format = "PNG"
     settings.color_mode = "RGB"
 
@@ -355,11 +309,12 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     and the Workbench render settings. All takes must be at `fps` and cover the same seconds of the audio."""
     import bpy
 
-    from backend.head import load_head
-    from backend.service import head_description, head_mesh_arrays
-    from thunder_blender import take_file, takes
+    from backend.frame_rate import check_fps
+    from backend.head import head_description, head_mesh_arrays, load_head
+    from thunder_blender import headless
 
     started = time.monotonic()
+    fps = check_fps(fps)   # the one check of a frame rate (a FrameRateError is a ThunderError)
     head = load_head(head) if isinstance(head, (str, Path)) else head
     audio_path = Path(audio_path).resolve()
     if not audio_path.is_file():
@@ -367,7 +322,7 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     if not take_paths:
         raise SceneError("there are no takes to put in the scene")
     with add_on_errors():
-        take_data = [take_file.read_take(p) for p in take_paths]
+        take_data = [headless.read_take(p) for p in take_paths]
     first = take_data[0]
     for take in take_data:
         if abs(take.fps - fps) > 1e-6 * fps:
@@ -380,31 +335,25 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     trimmed_end = end is not None and float(end) < float(audio.get("seconds", end)) - 1e-6
 
     reset_blender()
-    ensure_add_on_properties()
+    headless.register_properties()
     scene = bpy.context.scene
     set_scene_fps(scene, fps)
     setup_workbench(scene, resolution, resolution, "8")
     _still_output(scene)
     scene.frame_start, scene.frame_end = FRAME_START, FRAME_START + first.n_frames - 1
-    strip = add_sound_strip(scene, audio_path, start, float(end) if trimmed_end else None, FRAME_START,
-                            first.n_frames)
+    with add_on_errors():
+        strip = headless.add_sound_strip(scene, audio_path, start, float(end) if trimmed_end else None,
+                                         FRAME_START, first.n_frames)
     scene.sync_mode = "AUDIO_SYNC"   # playback in the viewport keeps to the sound
 
-    with tempfile.TemporaryDirectory(prefix="thunder-head-") as tmp, add_on_errors():
-        head_file = Path(tmp) / "head.npz"
-        np.savez(head_file, **head_mesh_arrays(head))
-        from thunder_blender import head_build
-
-        head_object = head_build.build_head(head_file, head_description(head), name=name)
     labels = take_labels(len(take_data))
     with add_on_errors():
+        head_object = headless.build_head(head_mesh_arrays(head), head_description(head), name=name)
         for take, label in zip(take_data, labels):
-            takes.add_take(head_object, take, float(FRAME_START), batch=1, audio_path=str(audio_path), label=label)
-        takes.activate(head_object, 0)
-    settings = scene.thunder
-    settings.audio_source = "STRIP"
-    settings.strip = strip.name
-    settings.head = head_object
+            headless.add_take(head_object, take, float(FRAME_START), batch=1, audio_path=str(audio_path),
+                              label=label)
+        headless.activate(head_object, 0)
+    headless.animate_from_strip(scene, strip, head_object)
 
     camera = bpy.data.objects.new("Thunder camera", bpy.data.cameras.new("Thunder camera"))
     scene.collection.objects.link(camera)
@@ -440,9 +389,9 @@ def scene_output_paths(out, stem: str, n_takes: int, outputs: SceneOutputs) -> l
     out = Path(out)
     paths = [blend_path(out, stem, outputs)] if outputs.blend else []
     if outputs.formats:
-        from thunder_blender.export import planned_paths
+        from thunder_blender import headless
 
-        paths += planned_paths(out, head_object_name(stem), take_labels(n_takes), outputs.formats)
+        paths += headless.planned_paths(out, head_object_name(stem), take_labels(n_takes), outputs.formats)
     if outputs.preview:
         paths.append(out / f"{stem}.preview.mp4")
     return paths
@@ -461,9 +410,7 @@ def write_take_scene(head, audio_path, take_paths: Sequence, fps: float, out, ou
 
     stem = Path(audio_path).stem
     planned = scene_output_paths(out, stem, len(take_paths), outputs)
-    existing = [p for p in planned if p.exists()]
-    if existing:
-        raise SceneError(f"{existing[0]} already exists; Thunder does not overwrite files")
+    refuse_existing(planned, error=SceneError)
     report = report or (lambda what, seconds: None)
     with blender_output_silenced():
         scene = build_take_scene(head, audio_path, take_paths, fps, name=head_object_name(stem),

@@ -1,5 +1,5 @@
-"""Sequences of head motion rendered with Workbench: a video with its audio, or a strip of chosen frames.
-
+"""Head motion rendered with Workbench into a video with its audio (render_clip_video), and PNG frames joined
+into an MP4 with sound (encode_frames).
 Builds on preview.py's scene (one mesh, camera and caption; each frame replaces the vertices). The video is
 PNG frames joined by ffmpeg with the clip's audio; where ffmpeg is missing, the frames are the result.
 bpy is imported inside the functions only (through preview.py).
@@ -7,7 +7,6 @@ bpy is imported inside the functions only (through preview.py).
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from backend.audio import write_wav
-from backend.blender.preview import FRONT, CameraView, PreviewScene, read_png, tile_images, write_png
+from backend.blender.preview import FRONT, CameraView, PreviewScene
 
 
 def _vertices(head, motion: dict) -> np.ndarray:
@@ -80,23 +79,3 @@ def encode_frames(pattern, fps: float, out, audio=None, audio_start: float = 0.0
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(args, check=True)
     return Path(out)
-
-
-def render_frame_strip(head, motion: dict, frames, out, fps: float = 25.0, resolution: int = 320, phones=None,
-                       columns: int | None = None, view: CameraView = FRONT, crop=None) -> Path:
-    """Render the chosen frame indices, captioned with time and phone, and tile them into one PNG.
-    `crop` = (top, bottom, left, right) fractions of each image to keep, e.g. to show the mouth only."""
-    vertices = _vertices(head, motion)
-    scene = _scene(head, resolution, view)
-    images = []
-    with tempfile.TemporaryDirectory(prefix="thunder-strip-") as tmp:
-        for i in frames:
-            caption = f"{i / fps:.2f} s  {_label_at(phones, i / fps) or '-'}"
-            path = scene.render(vertices[i], Path(tmp) / f"f{i:05d}.png", caption=caption)
-            image = read_png(path)
-            if crop:
-                h, w = image.shape[:2]
-                image = image[int(crop[0] * h):int(crop[1] * h), int(crop[2] * w):int(crop[3] * w)]
-            images.append(image)
-    columns = columns or math.ceil(math.sqrt(len(images)))
-    return write_png(tile_images(images, columns), out)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.frame_rate import resample_motion
 from training.corpus.errors import ClipError, CorpusError
 from training.corpus.format import (FPS, Clip, ClipMeta, assign_splits, frames_for_samples, prepare_output,
                                     read_audio, to_mono_16k, write_clip, write_index)
@@ -87,26 +88,6 @@ def read_flame_sequence(path: Path, fps: float | None = None) -> tuple[dict[str,
     return motion, fps
 
 
-def resample_motion(motion: dict[str, np.ndarray], fps: float, n_frames: int) -> dict[str, np.ndarray]:
-    """Resample to n_frames at 25 fps (frame i at i / 25 s); past the source's last frame the motion holds."""
-    from scipy.spatial.transform import Rotation, Slerp
-
-    n_src = motion["expression"].shape[0]
-    t_src = np.arange(n_src) / fps
-    t = np.clip(np.arange(n_frames) / FPS, 0.0, t_src[-1])
-    out = {"expression": np.stack([np.interp(t, t_src, c) for c in motion["expression"].T], axis=1)}
-    for name, width in (("jaw", 3), ("neck", 3), ("eyes", 6)):
-        parts = []
-        for k in range(0, width, 3):
-            rotvec = motion[name][:, k:k + 3]
-            if n_src == 1:
-                parts.append(np.repeat(rotvec, n_frames, axis=0))
-                continue
-            parts.append(Slerp(t_src, Rotation.from_rotvec(rotvec))(t).as_rotvec())
-        out[name] = np.concatenate(parts, axis=1)
-    return out
-
-
 def convert_clip(npz: Path, head, speaker: str, split: str, fps: float | None = None,
                  align_text: bool = True) -> Clip:
     """One clip of real data to the corpus format (ClipError on any problem)."""
@@ -127,7 +108,7 @@ def convert_clip(npz: Path, head, speaker: str, split: str, fps: float | None = 
     if abs(motion_s - audio_s) > MAX_LENGTH_MISMATCH_S:
         raise ClipError(clip_id, f"the motion lasts {motion_s:.2f} s but the audio {audio_s:.2f} s")
     n_frames = frames_for_samples(audio.size)
-    motion = resample_motion(motion, src_fps, n_frames)
+    motion = resample_motion(motion, src_fps, FPS, n_frames)   # the one rule: Slerp for the rotations
     text = words = phones = None
     txt = npz.with_suffix(".txt")
     extra = {"original": npz.name, "original_fps": src_fps, "original_sample_rate": rate}

@@ -6,12 +6,14 @@ import json
 
 
 def cmd_train(args) -> int:
+    from training.config_options import config_overrides
     from training.m2s.model import M2SConfig
     from training.m2s.train import M2STrainConfig, train
 
     model = M2SConfig.paper(input=args.input) if args.paper else M2SConfig(input=args.input)
-    cfg = M2STrainConfig(corpus=args.corpus, out=args.out, head=args.head, model=model, steps=args.steps,
-                         max_clips=args.max_clips, seed=args.seed, eval_every=min(500, args.steps))
+    cfg = M2STrainConfig(model=model, **config_overrides(args, M2STrainConfig))
+    if args.eval_every is None:
+        cfg.eval_every = min(cfg.eval_every, cfg.steps)
     out = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"wrote {out}")
     return 0
@@ -42,19 +44,19 @@ def cmd_listen(args) -> int:
 
 
 def register(subcommands) -> None:
+    from training.config_options import add_config_options
+    from training.m2s.train import M2STrainConfig
+
     m2s = subcommands.add_parser("m2s", help="mesh-to-speech: train it, score it, listen to it")
     actions = m2s.add_subparsers(dest="m2s_command", required=True, metavar="ACTION")
 
     train = actions.add_parser("train", help="train M2S on a corpus")
-    train.add_argument("--corpus", default="data/corpus")
-    train.add_argument("--out", default="runs/m2s")
-    train.add_argument("--head", default="builtin")
+    add_config_options(train, M2STrainConfig, {"max_clips": "use only this many training clips (0: all)",
+                                               "eval_every": "validate every this many steps (default 500, or "
+                                                             "the steps if fewer)"})
     train.add_argument("--input", choices=("mouth", "face", "expression"), default="mouth",
                        help="Mouth2Speech (default), Face2Speech or Exp2Speech")
-    train.add_argument("--steps", type=int, default=3000)
     train.add_argument("--paper", action="store_true", help="the paper-scale conformer (12 x 512; for GPUs)")
-    train.add_argument("--max-clips", type=int, default=0, help="use only this many training clips (0: all)")
-    train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue a killed run in --out exactly")
     train.add_argument("--quiet", action="store_true")
     train.set_defaults(run=cmd_train)

@@ -12,8 +12,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, log_mel_spectrogram
-from training.m2s.model import UNITS_PER_FRAME
+from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, UNITS_PER_FRAME, log_mel_spectrogram
+from backend.frame_rate import interpolate_motion, interpolate_rows
+from training.m2s.loss import IGNORE
 
 
 @dataclasses.dataclass
@@ -77,14 +78,17 @@ def crop_batch(examples: list[M2SExample], batch_size: int, window: int, rng: np
         # Positions (in source frames) of the output frames: `window` frames at `rate` source frames each.
         n_out = min(window, int(span / rate))
         pos = start + np.arange(n_out) * rate
-        motions.append(_interp(ex.motion, pos))
+        expression, jaw = split_motion(ex.motion, ex.motion.shape[1] - 3)
+        moved = interpolate_motion({"expression": expression, "jaw": jaw}, pos)
+        motions.append(np.concatenate([moved["expression"], moved["jaw"]], axis=1))
         units.append(ex.units[np.clip(((np.arange(n_out * UNITS_PER_FRAME) + 0.5) * rate / UNITS_PER_FRAME
                                        + start) * UNITS_PER_FRAME, 0, len(ex.units) - 1).astype(np.int64)])
-        mels.append(_interp(ex.mel, (np.arange(n_out * MELS_PER_FRAME) * rate) + start * MELS_PER_FRAME))
+        mels.append(interpolate_rows(ex.mel, (np.arange(n_out * MELS_PER_FRAME) * rate) + start * MELS_PER_FRAME)
+                    .astype(np.float32))
         lengths.append(n_out)
     batch = {
         "motion": torch.zeros(batch_size, window, examples[0].motion.shape[1]),
-        "units": torch.full((batch_size, window * UNITS_PER_FRAME), -100, dtype=torch.long),
+        "units": torch.full((batch_size, window * UNITS_PER_FRAME), IGNORE, dtype=torch.long),
         "mel": torch.zeros(batch_size, window * MELS_PER_FRAME, examples[0].mel.shape[1]),
         "lengths": torch.tensor(lengths),
     }
@@ -100,12 +104,3 @@ def augment_features(features: torch.Tensor, rng: np.random.Generator, augment: 
     scale = rng.uniform(1 - augment.amplitude, 1 + augment.amplitude, (features.shape[0], 1, 1))
     noise = rng.normal(0, augment.noise, features.shape)
     return features * torch.from_numpy(scale).float() + torch.from_numpy(noise).float()
-
-
-def _interp(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Linear interpolation of (N, D) values at fractional row positions (clamped to the ends)."""
-    positions = np.clip(positions, 0, len(values) - 1)
-    lo = np.floor(positions).astype(np.int64)
-    hi = np.minimum(lo + 1, len(values) - 1)
-    w = (positions - lo)[:, None].astype(np.float32)
-    return (values[lo] * (1 - w) + values[hi] * w).astype(np.float32)

@@ -21,8 +21,7 @@ import math
 import torch
 from torch import nn
 
-UNITS_PER_FRAME = 2  # 50 Hz units per 25 fps motion frame
-MELS_PER_UNIT = 2    # 100 Hz mel frames per unit
+from backend.audio import MELS_PER_UNIT, UNITS_PER_FRAME
 
 
 @dataclasses.dataclass

@@ -26,6 +26,7 @@ from training.m2s.api import M2S
 from training.m2s.data import Augment, augment_features, crop_batch, make_examples, split_motion
 from training.m2s.evaluate import evaluate_m2s
 from training.m2s.inputs import MotionFeatures
+from training.m2s.loss import unit_and_mel_loss
 from training.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.units import KMeansUnits, PhoneUnits, unit_config
 from training.plots import plot_training_log
@@ -67,10 +68,7 @@ def m2s_loss(m2s: M2S, batch, cfg: M2STrainConfig, rng: np.random.Generator) -> 
     with torch.no_grad():
         features = augment_features(m2s.features.from_motion(expression, jaw), rng, cfg.augment)
     units, mel = m2s.network(features, batch["lengths"])
-    unit_loss = torch.nn.functional.cross_entropy(units.flatten(0, 1), batch["units"].flatten(),
-                                                  ignore_index=-100, label_smoothing=cfg.label_smoothing)
-    mel_mask = (batch["units"] != -100).repeat_interleave(2, dim=1)[..., None]
-    mel_l1 = ((mel - batch["mel"]).abs() * mel_mask).sum() / (mel_mask.sum() * mel.shape[-1]).clamp_min(1)
+    unit_loss, mel_l1 = unit_and_mel_loss(units, mel, batch["units"], batch["mel"], cfg.label_smoothing)
     return unit_loss + cfg.mel_weight * mel_l1, {"unit_ce": unit_loss.item(), "mel_l1": mel_l1.item()}
 
 

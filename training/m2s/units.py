@@ -14,7 +14,7 @@ import torch
 
 from backend.errors import ThunderError
 from training.corpus.text import PHONES
-from training.m2s.model import UNITS_PER_FRAME
+from backend.audio import UNITS_PER_FRAME
 
 UNIT_RATE = 50
 SILENCE = "SIL"

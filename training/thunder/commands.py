@@ -7,28 +7,21 @@ from pathlib import Path
 
 
 def cmd_encoder_train(args) -> int:
+    from training.config_options import config_overrides
     from training.thunder.encoder import EncoderTrainConfig, train_encoder
 
-    cfg = EncoderTrainConfig(corpus=args.corpus, out=args.out, steps=args.steps, max_clips=args.max_clips,
-                             seed=args.seed)
+    cfg = EncoderTrainConfig(**config_overrides(args, EncoderTrainConfig))
     out = train_encoder(cfg, progress=not args.quiet)
     print(f"wrote {out}")
     return 0
 
 
 def cmd_train(args) -> int:
-    from training.thunder.train import named_config, train
+    from training.config_options import config_overrides
+    from training.thunder.train import ThunderTrainConfig, named_config, train
 
-    overrides = {"corpus": args.corpus, "out": args.out, "head": args.head, "seed": args.seed}
-    for name in ("steps", "w_m2s", "m2s_max_t", "init", "encoder_init", "max_clips", "batch_size", "threads",
-                 "lr", "warmup", "cache", "velocity_weight", "acceleration_weight",
-                 "acceleration_max_t", "encoder", "encoder_layer"):
-        value = getattr(args, name)
-        if value is not None:
-            overrides[name] = value
-    if args.m2s_trainable:
-        overrides["m2s_trainable"] = True
-    out = train(named_config(args.config, **overrides), resume=args.resume, progress=not args.quiet)
+    cfg = named_config(args.config, **config_overrides(args, ThunderTrainConfig))
+    out = train(cfg, resume=args.resume, progress=not args.quiet)
     print(f"wrote {out}")
     return 0
 
@@ -36,7 +29,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from backend.head import load_head
     from backend.progress import ProgressBar
-    from backend.sampling import SamplingSettings
+    from backend.take_sampling import SamplingSettings
     from backend.thunder_model import load_model
     from training.thunder.evaluate import evaluate_corpus, evaluate_real_speech, format_table, write_result
 
@@ -98,34 +91,10 @@ def cmd_eval(args) -> int:
 
 
 def register_train(subcommands) -> None:
-    from training.thunder.train import CONFIGS
+    from training.thunder.train import add_train_options
 
     p = subcommands.add_parser("train", help="train the THUNDER diffusion model (with M2S supervision)")
-    p.add_argument("--config", default="thunder-f", choices=sorted(CONFIGS))
-    p.add_argument("--corpus", default="data/corpus")
-    p.add_argument("--out", default="runs/thunder")
-    p.add_argument("--head", default="builtin")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--w-m2s", dest="w_m2s", type=float, help="weight of the M2S loss (0: none)")
-    p.add_argument("--m2s-max-t", type=float, help="apply the M2S loss below this fraction of the timesteps")
-    p.add_argument("--m2s-trainable", action="store_true", help="fine-tune M2S too (default: frozen)")
-    p.add_argument("--velocity-weight", type=float, help="weight of the frame-to-frame velocity loss (default 1)")
-    p.add_argument("--acceleration-weight", type=float,
-                   help="weight of the second-difference loss, against single-frame spikes (default 0)")
-    p.add_argument("--acceleration-max-t", type=float,
-                   help="apply the second-difference loss below this fraction of the timesteps (default 1)")
-    p.add_argument("--init", help="start from this THUNDER checkpoint's weights")
-    p.add_argument("--encoder-init", help="the pretrained offline audio encoder (thunder encoder train)")
-    p.add_argument("--encoder", help="mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / "
-                                     "HuBERT hub id (default: the config's)")
-    p.add_argument("--encoder-layer", type=int, help="Whisper: the layer whose states are the features (0: its default, 3)")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--cache", help="keep the prepared training examples in this file and reuse them")
-    p.add_argument("--lr", type=float, help="peak learning rate (cosine decay to a tenth of it)")
-    p.add_argument("--warmup", type=int, help="warmup steps")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--max-clips", type=int, help="use only this many training clips")
-    p.add_argument("--seed", type=int, default=0)
+    add_train_options(p)
     p.add_argument("--resume", action="store_true", help="continue a killed run in --out exactly")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(run=cmd_train)
@@ -158,13 +127,12 @@ def register_eval(subcommands) -> None:
 
 
 def register_encoder(subcommands) -> None:
+    from training.config_options import add_config_options
+    from training.thunder.encoder import EncoderTrainConfig
+
     p = subcommands.add_parser("encoder", help="the offline audio encoder: pretrain it on phones")
     actions = p.add_subparsers(dest="encoder_command", required=True, metavar="ACTION")
     t = actions.add_parser("train", help="pretrain the mel encoder on the corpus's phones")
-    t.add_argument("--corpus", default="data/corpus")
-    t.add_argument("--out", default="runs/audio_encoder")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--max-clips", type=int, default=0)
-    t.add_argument("--seed", type=int, default=0)
+    add_config_options(t, EncoderTrainConfig)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(run=cmd_encoder_train)

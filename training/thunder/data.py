@@ -13,11 +13,11 @@ import dataclasses
 import numpy as np
 import torch
 
-from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME
+from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, UNITS_PER_FRAME
 from backend.motion import MotionStats, pack_motion
-from backend.sampling import style_vector
+from backend.take_sampling import style_vector
 from training.m2s.data import clip_log_mel
-from training.m2s.model import UNITS_PER_FRAME
+from training.m2s.loss import IGNORE
 
 
 @dataclasses.dataclass
@@ -78,7 +78,7 @@ def crop_batch(examples, batch_size: int, window: int, context: int, context_pro
     batch = {
         "motion": torch.zeros(batch_size, window, dim),
         "lengths": torch.zeros(batch_size, dtype=torch.long),
-        "units": torch.full((batch_size, window * UNITS_PER_FRAME), -100, dtype=torch.long),
+        "units": torch.full((batch_size, window * UNITS_PER_FRAME), IGNORE, dtype=torch.long),
         "mel": torch.zeros(batch_size, window * MELS_PER_FRAME, first.mel.shape[1]),
         "emotion": torch.zeros(batch_size, dtype=torch.long),
         "intensity": torch.zeros(batch_size),

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.audio import SAMPLES_PER_FRAME, log_mel_spectrogram
+from backend.audio import SAMPLES_PER_FRAME, UNITS_PER_FRAME, log_mel_spectrogram
 from backend.audio_encoders import MelEncoder, build_encoder
 from backend.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from backend.errors import ThunderError
 from backend.progress import ProgressBar
 from training.corpus.format import open_corpus
-from training.m2s.model import UNITS_PER_FRAME
+from training.m2s.loss import IGNORE
 from training.m2s.units import PhoneUnits
 from training.schedule import warmup_cosine
 
@@ -75,7 +75,7 @@ def tilt_log_mel(log_mel: torch.Tensor, cfg: EncoderTrainConfig, rng: np.random.
 
 def _crops(clips, units, n: int, window: int, rng) -> tuple[torch.Tensor, torch.Tensor]:
     waves = torch.zeros(n, window * SAMPLES_PER_FRAME)
-    labels = torch.full((n, window * UNITS_PER_FRAME), -100, dtype=torch.long)
+    labels = torch.full((n, window * UNITS_PER_FRAME), IGNORE, dtype=torch.long)
     for b, i in enumerate(rng.integers(0, len(clips), n)):
         wave, lab = clips[i]
         frames = len(lab) // UNITS_PER_FRAME
@@ -130,7 +130,7 @@ def train_encoder(cfg: EncoderTrainConfig, progress: bool = True) -> Path:
         waves, labels = _crops(train_set, units, cfg.batch_size, cfg.window, rng)
         log_mel = tilt_log_mel(log_mel_spectrogram(roughen(waves, cfg, rng)), cfg, rng)
         logits = phone_logits(encoder, classifier, log_mel)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from backend.audio import frames_for_samples
+from backend.audio import UNITS_PER_FRAME, frames_for_samples
 from backend.audio_encoders import encode_long
 from backend.errors import ThunderError
 from training.corpus.format import open_corpus
-from training.m2s.model import UNITS_PER_FRAME
 from training.m2s.units import PhoneUnits
 from training.thunder.encoder import phone_examples
 

@@ -33,7 +33,7 @@ import torch
 
 from backend.audio import frames_for_samples
 from backend.motion import pack_motion, unpack_motion
-from backend.sampling import SamplingSettings, sample_takes
+from backend.take_sampling import SamplingSettings, sample_takes
 from training import metrics
 from training.m2s.units import PhoneUnits
 from training.thunder.data import clip_motion

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from backend.head import load_head
-from backend.sampling import SamplingSettings, window_starts
+from backend.take_sampling import SamplingSettings, window_starts
 from backend.thunder_model import load_model
 from training import metrics
 from training.corpus.format import open_corpus

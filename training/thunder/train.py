@@ -36,6 +36,7 @@ from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
 from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
 from training.corpus.format import open_corpus
+from training.m2s.loss import unit_and_mel_loss
 from training.m2s.units import PhoneUnits
 from training.plots import plot_training_log
 from training.schedule import warmup_cosine
@@ -106,6 +107,35 @@ CONFIGS = {
 }
 
 
+# Help for the command-line options (training/config_options.py makes one per plain field of the config).
+OPTION_HELP = {
+    "w_m2s": "weight of the M2S loss (0: none)",
+    "m2s_max_t": "apply the M2S loss below this fraction of the timesteps",
+    "m2s_trainable": "fine-tune M2S too (default: frozen)",
+    "velocity_weight": "weight of the frame-to-frame velocity loss (default 1)",
+    "acceleration_weight": "weight of the second-difference loss, against single-frame spikes (default 0)",
+    "acceleration_max_t": "apply the second-difference loss below this fraction of the timesteps (default 1)",
+    "init": "start from this THUNDER checkpoint's weights",
+    "encoder_init": "the pretrained offline audio encoder (thunder encoder train)",
+    "encoder": "mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / HuBERT hub id "
+               "(default: the config's)",
+    "encoder_layer": "Whisper: the layer whose states are the features (0: its default, 3)",
+    "cache": "keep the prepared training examples in this file and reuse them",
+    "lr": "peak learning rate (cosine decay to a tenth of it)",
+    "warmup": "warmup steps",
+    "max_clips": "use only this many training clips",
+}
+
+
+def add_train_options(parser) -> None:
+    """--config (a name of CONFIGS) and one option per plain field of ThunderTrainConfig: the options of
+    `thunder train` and of this file under torchrun."""
+    from training.config_options import add_config_options
+
+    parser.add_argument("--config", default="thunder-f", choices=sorted(CONFIGS))
+    add_config_options(parser, ThunderTrainConfig, OPTION_HELP)
+
+
 def named_config(name: str, **overrides) -> ThunderTrainConfig:
     if name not in CONFIGS:
         raise ThunderError(f"unknown training config '{name}'; choose {', '.join(CONFIGS)}")
@@ -160,14 +190,8 @@ class ThunderLoss(nn.Module):
             if len(chosen):
                 motion = unpack_motion(model.stats.denormalize(x0_hat[chosen]), model.n_expression)
                 units, mel = self.m2s.from_motion(motion["expression"], motion["jaw"], lengths[chosen])
-                target_units = batch["units"][chosen]
-                ce = nn.functional.cross_entropy(units.transpose(1, 2), target_units, ignore_index=-100,
-                                                 reduction="none")
-                unit_mask = (target_units != -100).to(ce.dtype)
-                ce = (ce * unit_mask).sum(1) / unit_mask.sum(1).clamp_min(1)
-                mel_mask = unit_mask.repeat_interleave(2, dim=1)[..., None]
-                mel_l1 = ((mel - batch["mel"][chosen]).abs() * mel_mask).sum((1, 2)) / (
-                    mel_mask.sum((1, 2)) * mel.shape[-1]).clamp_min(1)
+                ce, mel_l1 = unit_and_mel_loss(units, mel, batch["units"][chosen], batch["mel"][chosen],
+                                               per_clip=True)
                 m2s_loss = m2s_loss.index_add(0, chosen, ce + cfg.m2s_mel_weight * mel_l1)
                 parts["m2s_unit_ce"] = ce.mean()
                 parts["m2s_mel_l1"] = mel_l1.mean()
@@ -380,13 +404,12 @@ def _json(cfg: ThunderTrainConfig) -> dict:
     return data
 
 
-if __name__ == "__main__":  # torchrun -m training.thunder.train --config NAME [--out DIR] [--steps N]
+if __name__ == "__main__":  # torchrun -m training.thunder.train --config NAME [any option of thunder train]
     import argparse
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--config", default="thunder-f")
-    parser.add_argument("--out", default=None)
-    parser.add_argument("--steps", type=int, default=None)
+    from training.config_options import config_overrides
+
+    parser = argparse.ArgumentParser(prog="python -m training.thunder.train")
+    add_train_options(parser)
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("out", args.out), ("steps", args.steps)) if v is not None}
-    train(named_config(args.config, **overrides))
+    train(named_config(args.config, **config_overrides(args, ThunderTrainConfig)))

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from backend.errors import ThunderError
-from backend.files import write_atomically
+from backend.files import refuse_existing, write_atomically
 
 def _load_take_rule():
     """thunder_blender/take_file.py, the take format's one validation rule (numpy and the standard library
-    only), loaded from its file: importing it as thunder_blender.take_file would run the add-on package's
-    __init__, which needs bpy. The add-on reads takes with the same file, so both sides accept the same takes."""
+    only), loaded from its file: the backend imports no module of the add-on (tests/test_import_rules.py), but
+    reads takes with the add-on's own rule, so both sides accept the same takes."""
     package = importlib.util.find_spec("thunder_blender")  # finds the folder without running the package
     if package is None or not package.submodule_search_locations:
         raise ImportError("the thunder_blender package (which holds the take format's rule) is not installed")
@@ -102,8 +102,8 @@ def save_take(path: str | Path, take: Take, overwrite: bool = False) -> Path:
     """Write `take` to `path` (.npz) atomically: a killed process leaves no half-written take under its name.
     An existing file is an error unless `overwrite`; the take is checked as load_take would check it."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise TakeFileError(f"{path} already exists; Thunder does not overwrite take files")
+    if not overwrite:
+        refuse_existing([path], "take files", error=TakeFileError)
     _check_take(take, path)
     arrays = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in take.parts().items()}
     meta = np.array(json.dumps(take.meta()))  # a 0-d unicode array: no pickle needed to read it back

@@ -29,7 +29,7 @@ import subprocess
 import threading
 import time
 
-from .errors import ThunderError
+from ..errors import ThunderError
 
 STDERR_LINES = 200
 ENV_VAR = "THUNDER_BACKEND_PYTHON"

@@ -1,5 +1,5 @@
-"""Subcommands that training adds to `thunder` (through the entry-point group "thunder.commands", see
-backend/cli.py): `thunder corpus make|stats|validate|convert|render`."""
+"""`thunder corpus make|stats|validate|convert|render`: the corpus from the command line (added to `thunder`
+through the entry-point group "thunder.commands", see backend/cli.py)."""
 
 from __future__ import annotations
 

@@ -172,8 +172,3 @@ def style_vector(normalized_motion: torch.Tensor) -> torch.Tensor:
     """The style of a motion: the mean and std over time of its normalized values, (T, D) -> (2D,).
     Training computes it from each clip, so a take can be asked to move like a reference take."""
     return torch.cat([normalized_motion.mean(0), normalized_motion.std(0, unbiased=False)])
-
-
-def style_from_motion(stats, motion) -> torch.Tensor:
-    """The style vector of a reference motion (T, D) in the head's own parameters."""
-    return style_vector(stats.normalize(torch.as_tensor(motion, dtype=torch.float32)))
