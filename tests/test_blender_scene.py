@@ -186,7 +186,13 @@ from backend.blender.scene import build_take_scene
 audio, take1, take2, out = sys.argv[1:5]
 scene = build_take_scene("builtin", audio, [take1, take2], 24.0, resolution=64)
 objects = sorted(o.name for o in bpy.data.objects)
-scene.render_frames([1, scene.frame_end], out, columns=2, captions=["first", "last"], crop=(0.25, 1.0, 0.0, 1.0),
+# The take's most closed and most open jaw (take 1 plays): frames where the mouth must look different, whatever
+# the model makes of the first and last frames (silence, where any model may hold the same pose).
+from backend.take_file import load_take
+take = load_take(take1)
+picked = [int(np.argmin(take.jaw[:, 0])), int(np.argmax(take.jaw[:, 0]))]
+frames = [min(scene.frame_end, 1 + round(k * 24.0 / take.fps)) for k in picked]
+scene.render_frames(frames, out, columns=2, captions=["shut", "open"], crop=(0.25, 1.0, 0.0, 1.0),
                     caption_band=True)
 grid = read_png(out)
 left, right = grid[:36, :64, :3], grid[:36, 68:, :3]   # above the captions
