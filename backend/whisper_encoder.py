@@ -23,6 +23,7 @@ against transformers' WhisperEncoder, so inference never imports transformers.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -136,17 +137,18 @@ WHISPER_CONFIG_KEYS = ("d_model", "num_mel_bins", "encoder_layers", "encoder_att
                        "max_source_positions")
 
 
-class WhisperEncoderConfig(dict):
+@dataclasses.dataclass(frozen=True)
+class WhisperEncoderConfig:
     """The architecture fields of a Whisper audio encoder, by transformers' WhisperConfig names."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    d_model: int
+    num_mel_bins: int
+    encoder_layers: int
+    encoder_attention_heads: int
+    encoder_ffn_dim: int
+    max_source_positions: int
 
     def to_dict(self) -> dict:
-        return dict(self)
+        return dataclasses.asdict(self)
 
 
 class WhisperAudioEncoder(nn.Module):
@@ -158,7 +160,7 @@ class WhisperAudioEncoder(nn.Module):
 
     def __init__(self, config: dict):
         super().__init__()
-        c = self.config = WhisperEncoderConfig({k: int(config[k]) for k in WHISPER_CONFIG_KEYS})
+        c = self.config = WhisperEncoderConfig(**{k: int(config[k]) for k in WHISPER_CONFIG_KEYS})
         self.conv1 = nn.Conv1d(c.num_mel_bins, c.d_model, 3, padding=1)
         self.conv2 = nn.Conv1d(c.d_model, c.d_model, 3, stride=2, padding=1)
         self.embed_positions = nn.Embedding(c.max_source_positions, c.d_model)
