@@ -127,13 +127,6 @@ def _info(path: Path, sound: soundfile.SoundFile) -> AudioInfo:
                      frames=int(sound.frames))
 
 
-def audio_info(path: str | Path) -> AudioInfo:
-    """The duration, rate, channels and format of an audio file, from its header (nothing is decoded)."""
-    path = Path(path)
-    with _open(path) as sound:
-        return _info(path, sound)
-
-
 def _check_length(info: AudioInfo, max_seconds: float | None) -> None:
     if info.frames == 0:
         raise AudioFileError(f"the audio file {info.path} has no samples")

@@ -31,20 +31,20 @@ import json
 import math
 import os
 import platform
-import queue
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from backend.models import SHIPPED_THUNDER as SHIPPED_CHECKPOINT
+# The add-on's process link (no bpy, standard library only): the one client of the service protocol.
+from thunder_blender.link.backend_process import BackendError, BackendProcess
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,74 +158,56 @@ def reset_peak_memory(pid: int) -> bool:
 
 
 class ServiceClient:
-    """A spawned `thunder serve` and the client side of its protocol: requests out, timestamped events in."""
+    """A spawned `thunder serve`, driven by the add-on's own client (thunder_blender/link/backend_process.py,
+    standard library only), so the bench times the protocol exactly as the add-on speaks it. This class adds
+    only the clock: when each answer was read, and the progress events with their times."""
 
     def __init__(self, command: list[str], log_path: str | Path, env: dict | None = None):
         self.command, self.log_path = command, Path(log_path)
-        self.log = open(self.log_path, "w")
         environment = dict(os.environ if env is None else env)
         environment["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), environment.get("PYTHONPATH")) if p)
         self.spawned = time.perf_counter()
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
-                                        text=True, encoding="utf-8", env=environment)
-        self.events: queue.Queue = queue.Queue()
-        self.backlog: list[tuple[float, dict]] = []
-        self.next_id = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        self.ready_at, self.ready = self._next(READY_TIMEOUT)
+        self.process = BackendProcess(command[0], command=command, env=environment)
+        try:
+            self.process.start()
+            self.ready_at, self.ready = self._next(lambda event: True, READY_TIMEOUT)
+        except BenchError:
+            self.close()
+            raise
         if self.ready.get("event") != "ready":
+            self.close()
             raise BenchError(f"the service's first line was not 'ready': {self.ready}")
         self.pid = int(self.ready["pid"])
 
-    def _read(self) -> None:
-        for line in iter(self.process.stdout.readline, ""):
-            stamp = time.perf_counter()
-            try:
-                self.events.put((stamp, json.loads(line)))
-            except ValueError:
-                self.events.put((stamp, {"event": "garbage", "id": None, "line": line}))
-        self.events.put((time.perf_counter(), None))
-
-    def _next(self, timeout: float) -> tuple[float, dict]:
+    def _next(self, wanted, timeout: float) -> tuple[float, dict]:
+        """The first event `wanted` accepts and when it was read; the others stay with the process."""
         try:
-            stamp, event = self.events.get(timeout=timeout)
-        except queue.Empty:
-            raise BenchError(f"the service said nothing for {timeout:g} s{self._log_tail()}") from None
+            event = self.process.wait_event(lambda e: e["event"] != "exit" and wanted(e), timeout)
+        except BackendError as exc:
+            raise BenchError(f"{exc}{self._log_tail()}") from None
         if event is None:
-            raise BenchError(f"the service exited (status {self.process.poll()}){self._log_tail()}")
-        return stamp, event
+            raise BenchError(f"the service said nothing for {timeout:g} s{self._log_tail()}")
+        return time.perf_counter(), event
 
     def _log_tail(self, lines: int = 15) -> str:
-        try:
-            self.log.flush()
-            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            return ""
-        return ("; its stderr ends:\n  " + "\n  ".join(tail)) if tail else ""
+        tail = self.process.stderr_tail(lines)
+        return f"; its stderr ends:\n  " + tail.replace("\n", "\n  ") if tail else ""
 
     def send(self, kind: str, **fields) -> tuple[int, float]:
         """Write one request line; returns (its id, the time it was written)."""
-        self.next_id += 1
-        line = json.dumps({"id": self.next_id, "type": kind, **fields}) + "\n"
         sent = time.perf_counter()
-        self.process.stdin.write(line)
-        self.process.stdin.flush()
-        return self.next_id, sent
+        try:
+            return self.process.send(kind, **fields), sent
+        except BackendError as exc:
+            raise BenchError(f"{exc}{self._log_tail()}") from None
 
     def until(self, request_id: int, timeout: float = REPLY_TIMEOUT) -> tuple[float, dict, list]:
         """The answer to `request_id` (any event but progress): (when it came, it, [(when, progress event)...]).
-        An error event raises BenchError; other requests' events wait in the backlog."""
+        An error event raises BenchError."""
         progress, deadline = [], time.perf_counter() + timeout
         while True:
-            mine = [item for item in self.backlog if item[1].get("id") == request_id]
-            if mine:
-                self.backlog.remove(mine[0])
-                stamp, event = mine[0]
-            else:
-                stamp, event = self._next(max(0.0, deadline - time.perf_counter()))
-                if event.get("id") != request_id:
-                    self.backlog.append((stamp, event))
-                    continue
+            stamp, event = self._next(lambda e: e.get("id") == request_id,
+                                      max(0.0, deadline - time.perf_counter()))
             if event["event"] == "progress":
                 progress.append((stamp, event))
                 continue
@@ -241,22 +223,10 @@ class ServiceClient:
         return stamp - sent, event, [(t - sent, e) for t, e in progress]
 
     def close(self, timeout: float = 60.0) -> None:
-        """Shut the service down (a shutdown request, then closing its stdin), killing it if it hangs."""
-        if self.process.poll() is None:
-            try:
-                self.ask("shutdown", timeout=timeout)
-            except (BenchError, OSError, ValueError):
-                pass
-            try:
-                self.process.stdin.close()
-            except OSError:
-                pass
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+        """Shut the service down (the add-on's way: shutdown, then its whole process group) and keep the last
+        of its stderr in the log file."""
+        self.process.stop(timeout)
+        self.log_path.write_text(self.process.stderr_tail(200) + "\n")
 
 
 # ------------------------------------------------------------------------------------------------ measuring

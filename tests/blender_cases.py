@@ -669,7 +669,7 @@ def _refused(action, *words):
     api = import_module(f"{MODULE}.api")
     try:
         action()
-    except api.USER_ERRORS as error:
+    except api.ThunderError as error:
         said = str(error)
     else:
         raise AssertionError(f"{action} was not refused")

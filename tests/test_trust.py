@@ -13,8 +13,6 @@ user or a file can give the CLI, the service or the take readers is one sentence
 The property-based side (random lines, headers, takes) is tests/test_properties.py.
 """
 
-import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -42,7 +40,6 @@ from test_serve import Client, in_process  # noqa: F401  (in_process: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parent.parent
-TAKE_RULE = ROOT / "thunder_blender" / "take_file.py"
 
 
 @pytest.fixture(scope="module")
@@ -375,14 +372,11 @@ DAMAGED_NAMES = ["text.npz", "no_fps.npz", "fps0.npz", "fps_nan.npz", "fps_text.
                  "missing.npz"]
 
 
-@functools.cache
 def _addon_reader():
-    """The add-on's reader as Blender runs it, without bpy: the file the extension zip ships."""
-    spec = importlib.util.spec_from_file_location("addon_take_file", TAKE_RULE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The add-on's reader as Blender runs it, without bpy: the module the extension zip ships."""
+    from thunder_blender import take_file
+
+    return take_file
 
 
 @pytest.mark.parametrize("name", DAMAGED_NAMES)
@@ -414,10 +408,9 @@ def test_the_add_on_reader_refuses_them_under_every_blender_python(damaged_takes
     """The shipped take_file.py under each Blender's own Python (numpy, no torch, no backend)."""
     folder, cases = damaged_takes
     script = textwrap.dedent(f"""
-        import importlib.util, json, sys
-        spec = importlib.util.spec_from_file_location("take_file", {str(TAKE_RULE)!r})
-        module = importlib.util.module_from_spec(spec); sys.modules["take_file"] = module
-        spec.loader.exec_module(module)
+        import json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from thunder_blender import take_file as module
         assert "torch" not in sys.modules and "backend" not in sys.modules
         out = {{}}
         for name in {sorted(cases)!r} + ["good.npz"]:

@@ -10,8 +10,8 @@
 In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
 backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module), where timers
 never fire, they run to the end before returning, unless wait=False: then call api.poll() until it
-returns False. Problems raise ThunderError (every error class of the add-on derives from it; USER_ERRORS
-adds the take reader's TakeReadError) with one sentence; the same sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
+returns False. Problems raise ThunderError (every error class of the add-on derives from it, the take reader's
+TakeReadError too) with one sentence; the same sentence is what the panel shows. Nothing the user had is overwritten: see `generate`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import bpy
 
 from . import head_build, session, take_actions
 from .properties import LIMITS
-from .errors import USER_ERRORS, ThunderError
+from .errors import ThunderError
 from .export import check_folder, export_takes
 from .head_build import check_head, head_of
 from .sound import AudioSourceError, file_audio, scene_fps, strip_audio
@@ -262,7 +262,7 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
     def on_result(event):
         try:
             _key_result(event)
-        except USER_ERRORS as exc:   # the takes are safe on disk; say where, and why they are not on the head
+        except ThunderError as exc:   # the takes are safe on disk; say where, and why they are not on the head
             _say("ERROR", f"{exc} (the take files are in {event['folder']})")
 
     def _key_result(event):

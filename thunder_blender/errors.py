@@ -4,14 +4,3 @@ link (link/backend_process.py, link/jobs.py) can use it in plain-Python tests to
 
 class ThunderError(Exception):
     """A problem the user can act on; its text is one sentence, the one the panel shows."""
-
-
-def __getattr__(name):
-    """USER_ERRORS: what the add-on's callers catch as "the user's problem": every add-on error, and the take
-    reader's own TakeReadError (take_file.py is also loaded by path from the backend, so its error cannot
-    derive from ThunderError). Built on first use, so that importing ThunderError needs no numpy."""
-    if name == "USER_ERRORS":
-        from .take_file import TakeReadError
-
-        return (ThunderError, TakeReadError)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ is what the add-on would have made. backend/blender/ imports this module of thun
     export_takes(head, folder, formats), planned_paths(folder, head_name, take_names, formats)
     set_media_type(image_settings, "IMAGE" | "VIDEO")   Blender's drift in render output (compat.py)
 
-Problems are USER_ERRORS (the add-on's ThunderError and the take reader's TakeReadError), one sentence each.
+Problems are ThunderError (the take reader's TakeReadError among them), one sentence each.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from pathlib import Path
 
 from . import compat, properties, sound
 from .compat import set_media_type
-from .errors import USER_ERRORS, ThunderError
+from .errors import ThunderError
 from .export import FORMATS, export_takes, planned_paths
 from .head_build import HEAD_ARRAYS, REGION_COLORS, build_head_from_arrays, mesh_from_arrays
 from .take_file import TakeData, TakeReadError, read_take
 from .take_actions import activate, add_take
 
-__all__ = ["USER_ERRORS", "ThunderError", "TakeReadError", "TakeData", "FORMATS", "HEAD_ARRAYS", "REGION_COLORS",
+__all__ = ["ThunderError", "TakeReadError", "TakeData", "FORMATS", "HEAD_ARRAYS", "REGION_COLORS",
            "register_properties", "build_head", "mesh_from_arrays", "add_sound_strip", "read_take", "add_take",
            "activate", "animate_from_strip", "export_takes", "planned_paths", "set_media_type"]
 

@@ -10,7 +10,7 @@ def _run(operator, action) -> set:
     """Call `action`; a user error becomes a report (the panel shows it too) and CANCELLED."""
     try:
         action()
-    except api.USER_ERRORS as exc:
+    except api.ThunderError as exc:
         api.notice.level, api.notice.text = "ERROR", str(exc)
         operator.report({"ERROR"}, str(exc))
         return {"CANCELLED"}
@@ -63,7 +63,7 @@ class THUNDER_OT_generate(bpy.types.Operator):
         """Ask before playing takes on a head that has other animation (it is kept aside, never deleted)."""
         try:
             head = api.resolve_head(context.scene.thunder.head, context)
-        except api.USER_ERRORS:
+        except api.ThunderError:
             return self.execute(context)   # execute reports the problem
         foreign = take_actions.foreign_animation(head)
         if foreign and not context.scene.thunder.replace_animation:

@@ -29,7 +29,7 @@ def _activate_take(self, context):
     if 0 <= self.active_take < len(self.takes):
         try:
             take_actions.activate(self.id_data, self.active_take)
-        except api.USER_ERRORS as exc:   # an update callback cannot report: the panel says it
+        except api.ThunderError as exc:   # an update callback cannot report: the panel says it
             api.notice.level, api.notice.text = "ERROR", str(exc)
 
 

@@ -2,9 +2,9 @@
 
 The format is docs/take_format.md. This module is the only place that decides whether a file is a valid
 take: the add-on reads takes with `read_take` in Blender's Python (no torch, no backend), and the backend's
-`backend.take_file` loads this very file (by its location, without importing the add-on package, which needs
-bpy) for `load_take` and `save_take`. So a take one side accepts, the other accepts too. Keep it free of bpy,
-of torch and of imports from the rest of the add-on.
+`backend.take_file` imports this module (one of the add-on's few modules without bpy that the backend shares:
+tests/test_import_rules.py) for `load_take` and `save_take`. So a take one side accepts, the other accepts
+too. Keep it free of bpy, of torch and of imports from the rest of the add-on but errors.py.
 
     parts, meta = read_take_file(path)   # the arrays as stored and the meta; TakeReadError names the file
     check_take_contents(path, parts, meta)
@@ -21,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ThunderError
+
 TAKE_FORMAT, TAKE_VERSION = "thunder-take", 1
 PART_WIDTHS = {"expression": None, "jaw": 3, "neck": 3, "eyes": 6}  # None: the head's expression count
 META_KEYS = ("fps", "seed", "n_frames", "settings", "model", "head", "audio")
 MAX_SEED = 2**63 - 1
 
 
-class TakeReadError(Exception):
+class TakeReadError(ThunderError):
     """A file that is not a valid take; its text is one sentence naming the file."""
 
 

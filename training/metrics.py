@@ -315,16 +315,6 @@ def take_spread(takes, indices) -> float:
     return float(np.mean(pairs) * MM)
 
 
-def upper_face_diversity(takes, head) -> float:
-    """take_spread over the head's upper face (metric_vertex_sets), in mm; takes hold the full mesh."""
-    return take_spread(takes, metric_vertex_sets(head)["upper_face"])
-
-
-def lip_spread(takes, head) -> float:
-    """take_spread over the head's lips (metric_vertex_sets), in mm; takes hold the full mesh."""
-    return take_spread(takes, metric_vertex_sets(head)["lips"])
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Which vertices the metrics look at
 

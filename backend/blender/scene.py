@@ -55,7 +55,7 @@ def add_on_errors():
 
     try:
         yield
-    except headless.USER_ERRORS as exc:
+    except headless.ThunderError as exc:
         raise SceneError(str(exc)) from None
 
 
