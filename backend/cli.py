@@ -132,7 +132,7 @@ def cmd_generate(args) -> int:
     check_model_arguments(args)
     out = prepare_output_folder(args.out, "--out")
     generator = Generator(args.checkpoint, args.head, args.device, args.max_seconds or None)
-    changes = {name: getattr(args, name) for name in ("steps", "guidance", "emotion", "intensity")
+    changes = {name: getattr(args, name) for name in ("steps", "guidance", "emotion", "intensity", "smoothing")
                if getattr(args, name) is not None}
     settings = generator.settings(changes)
 
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--intensity", type=float, help="emotion intensity 0..1 (default 1 with --emotion)")
     generate.add_argument("--guidance", type=float, help="classifier-free guidance on audio (1: none)")
     generate.add_argument("--steps", type=int, help="sampler steps (default: the model's, 10)")
+    generate.add_argument("--smoothing", type=float,
+                          help="frames of the flicker filter, which keeps every lip closure (default 0.7; 0: the "
+                               "raw samples)")
     generate.add_argument("--fps", type=float, default=25.0, help="the scene's frame rate (default 25)")
     generate.add_argument("--start", type=float, default=0.0, help="use the audio from this second")
     generate.add_argument("--end", type=float, help="use the audio up to this second (default: its end)")

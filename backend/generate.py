@@ -32,6 +32,7 @@ from backend.audio_io import AudioFileError, check_sample_rate, load_audio, to_m
 from backend.checkpoint import checkpoint_fingerprint
 from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
+from backend.flicker_filter import filter_takes
 from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
@@ -235,6 +236,7 @@ class Generator:
         # 3. Features, then every take in one batch, at 25 fps.
         features = self.model.encode(wave)
         motion = sample_takes(self.model, features, seeds, settings, callback=callback).numpy()
+        motion = filter_takes(motion, self.head, settings.smoothing)
         if not np.isfinite(motion).all():
             raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
                                 f"its checkpoint {self.checkpoint} may be damaged")

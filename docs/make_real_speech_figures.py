@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     clip = read_real_clip(audio, audio.parent, transcript, Path(args.align_cache) if args.align_cache else None)
     head = load_head("builtin")
     model = load_model(args.model, head)
-    take = clip_takes(model, clip.audio, [args.seed], SamplingSettings())[0]
+    take = clip_takes(model, head, clip.audio, [args.seed], SamplingSettings())[0]
     base = pack_motion(**baseline_motion(clip.phones, take.shape[0], head))
     openings = {"THUNDER take 1": metrics.lip_distance(face_vertices(head, take), head.landmarks) * metrics.MM,
                 "phoneme baseline": metrics.lip_distance(face_vertices(head, base), head.landmarks) * metrics.MM}

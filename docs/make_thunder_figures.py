@@ -91,7 +91,7 @@ def main() -> None:
     rows = {"reference": face_vertices(head, clip_motion(clip))}
     for name, folder in (("no-m2s", args.no_m2s), ("THUNDER", args.thunder)):
         model = load_model(folder, head)
-        takes = clip_takes(model, clip.audio, [0, 1], with_clip_emotion(None, model, clip))
+        takes = clip_takes(model, head, clip.audio, [0, 1], with_clip_emotion(None, model, clip))
         for k, take in enumerate(takes):
             rows[f"{name} take {k + 1}"] = face_vertices(head, take)
 

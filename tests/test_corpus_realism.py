@@ -209,3 +209,39 @@ def test_opus_without_ffmpeg_is_one_sentence(monkeypatch):
     acoustics = {"clean": False, "seed": 1, "peak_dbfs": -6.0, "codec": {"kind": "opus", "kbps": 16}}
     with pytest.raises(EngineMissingError, match="ffmpeg is not installed"):
         degrade(_speechlike(), acoustics)
+
+
+def test_short_vowels_between_lip_contacts_open_and_bilabials_still_close(head):
+    """Real speakers part their lips for a 40 ms vowel between /v/ and /m/ ("of my"); sampled at one instant
+    per frame, the articulation model held them shut (a fifth of its vowels under 60 ms never opened). The
+    vowel must open past the never-open line wherever a frame falls well inside it (a frame 2 ms before the /m/
+    rightly shows lips closing), and the /v/ ... /m/ around it must still make contact."""
+    from backend.motion import pack_motion
+    from training import metrics
+    from training.corpus.articulation import Style, articulate, close_lips
+    from training.thunder.evaluate import face_vertices
+
+    def segments(labels_ms, start=0.3):
+        out, t = [Segment("SIL", 0.0, start)], start
+        for label, ms in labels_ms:
+            out.append(Segment(label, t, t + ms / 1000))
+            t += ms / 1000
+        return out + [Segment("SIL", t, t + 0.3)]
+
+    checked = 0
+    for offset in np.arange(0.0, 0.04, 0.004):   # wherever the frames fall in the vowel
+        phones = segments([("AH", 80), ("V", 70), ("AH", 40), ("M", 60), ("AY", 150), ("B", 50), ("IY", 120)],
+                          start=0.3 + offset)
+        vowel = phones[3]
+        frame_times = np.arange(np.ceil(vowel.start * 25), np.ceil(vowel.end * 25)) / 25
+        if not any(vowel.start + 0.008 <= t <= vowel.end - 0.008 for t in frame_times):
+            continue
+        checked += 1
+        n = int(np.ceil(phones[-1].end * 25))
+        expression, jaw, contact = articulate(head, phones, n, Style())
+        expression = close_lips(head, expression, jaw, contact)
+        motion = pack_motion(expression=expression, jaw=jaw, neck=np.zeros((n, 3)), eyes=np.zeros((n, 6)))
+        gap = metrics.lip_distance(face_vertices(head, motion), head.landmarks)
+        assert not metrics.open_vowels_never_open(gap, phones).any(), (offset, np.round(gap * 1000, 1))
+        assert metrics.bilabial_closures(gap, phones).all(), (offset, np.round(gap * 1000, 1))
+    assert checked >= 4

@@ -26,9 +26,13 @@ from training.corpus.format import FPS, Segment
 
 CHANNELS = ("jaw", "closure", "labiodental", "pucker", "funnel", "spread", "lower_down")
 # How far a segment's dominance reaches beyond its edges (seconds): jaw, lip contact, lip shape.
-SIGMA = {"jaw": 0.07, "closure": 0.018, "labiodental": 0.018, "pucker": 0.10, "funnel": 0.10,
+# Contacts reach 10 ms: a bilabial's release is that quick, and with a wider reach the dominance of 40 kept the
+# lips shut through the short vowel after /p b m/ or before /f v/ (a fifth of vowels under 60 ms never opened).
+SIGMA = {"jaw": 0.07, "closure": 0.010, "labiodental": 0.010, "pucker": 0.10, "funnel": 0.10,
          "spread": 0.08, "lower_down": 0.07}
 CONTACT_DOMINANCE = 40.0  # alpha of /p b m/ on closure and of /f v/ on labiodental contact
+CONTACT_CHANNELS = ("closure", "labiodental")
+CONTACT_SUBSTEPS = 5  # the contact channels are averaged over each frame's interval at this many instants
 
 
 @dataclass(frozen=True)
@@ -120,30 +124,43 @@ def _units(phones: list[Segment]) -> list[tuple[Viseme, float, float]]:
     return units
 
 
-def channel_tracks(phones: list[Segment], n_frames: int, style: Style = Style(), fps: float = FPS) -> dict:
-    """The coarticulated channels (CHANNELS) at the frame times i / fps: each (n_frames,)."""
-    units = _units(phones)
-    t = np.arange(n_frames) / fps
+def _blend(units, t: np.ndarray, ch: str, style: Style) -> np.ndarray:
+    """One channel at the times `t`: each unit's target weighted by its dominance (module docstring, 2)."""
     starts = np.array([u[1] for u in units])
     ends = np.array([u[2] for u in units])
-    # Distance from each frame time to each unit's interval (0 inside it).
+    # Distance from each time to each unit's interval (0 inside it).
     d = np.maximum(0.0, np.maximum(starts[None, :] - t[:, None], t[:, None] - ends[None, :]))
+    targets = np.array([getattr(u[0], ch) for u in units])
+    if ch == "jaw":
+        alpha = np.array([u[0].jaw_alpha for u in units])
+    elif ch == "closure":
+        # /p b m/ claim closure hard; silence holds lips together weakly; everything else opens them.
+        alpha = np.array([CONTACT_DOMINANCE if u[0].closure >= 1.0 else u[0].lip_alpha if u[0].closure > 0
+                          else 1.0 for u in units])
+    elif ch == "labiodental":
+        alpha = np.array([CONTACT_DOMINANCE if u[0].labiodental >= 1.0 else 1.0 for u in units])
+    else:
+        alpha = np.array([u[0].lip_alpha for u in units])
+    sigma = SIGMA[ch] * (style.reach if ch not in CONTACT_CHANNELS else 1.0)
+    dom = alpha[None, :] * np.exp(-((d / sigma) ** 2))
+    return (dom * targets[None, :]).sum(1) / np.maximum(dom.sum(1), 1e-12)
+
+
+def channel_tracks(phones: list[Segment], n_frames: int, style: Style = Style(), fps: float = FPS) -> dict:
+    """The coarticulated channels (CHANNELS), each (n_frames,): at the frame times i / fps, and the contact
+    channels as their mean over each frame's 1 / fps interval. A frame stands for that whole interval: sampled
+    at one instant, a 40 ms vowel between /v/ and /m/ lands within a contact's reach and shows shut lips,
+    while averaged it shows the lips parting between the two contacts (and a /p b m/ still closes fully)."""
+    units = _units(phones)
+    t = np.arange(n_frames) / fps
+    within = (np.arange(CONTACT_SUBSTEPS) + 0.5) / CONTACT_SUBSTEPS - 0.5  # offsets in frames, centred
+    t_fine = (np.arange(n_frames)[:, None] + within[None, :]).ravel() / fps
     tracks = {}
     for ch in CHANNELS:
-        targets = np.array([getattr(u[0], ch) for u in units])
-        if ch == "jaw":
-            alpha = np.array([u[0].jaw_alpha for u in units])
-        elif ch == "closure":
-            # /p b m/ claim closure hard; silence holds lips together weakly; everything else opens them.
-            alpha = np.array([CONTACT_DOMINANCE if u[0].closure >= 1.0 else u[0].lip_alpha if u[0].closure > 0
-                              else 1.0 for u in units])
-        elif ch == "labiodental":
-            alpha = np.array([CONTACT_DOMINANCE if u[0].labiodental >= 1.0 else 1.0 for u in units])
+        if ch in CONTACT_CHANNELS:
+            tracks[ch] = _blend(units, t_fine, ch, style).reshape(n_frames, CONTACT_SUBSTEPS).mean(1)
         else:
-            alpha = np.array([u[0].lip_alpha for u in units])
-        sigma = SIGMA[ch] * (style.reach if ch not in ("closure", "labiodental") else 1.0)
-        dom = alpha[None, :] * np.exp(-((d / sigma) ** 2))
-        tracks[ch] = (dom * targets[None, :]).sum(1) / np.maximum(dom.sum(1), 1e-12)
+            tracks[ch] = _blend(units, t, ch, style)
     tracks["jaw"] = tracks["jaw"] * style.jaw
     for ch in ("pucker", "funnel", "spread", "lower_down"):
         tracks[ch] = np.clip(tracks[ch] * style.lips, 0.0, 1.0)

@@ -33,16 +33,20 @@ import torch
 
 from backend.audio import frames_for_samples
 from backend.motion import pack_motion, unpack_motion
+from backend.flicker_filter import filter_takes
 from backend.take_sampling import SamplingSettings, sample_takes
 from training import metrics
 from training.m2s.units import PhoneUnits
 from training.thunder.data import clip_motion
 
 
-def clip_takes(model, audio: np.ndarray, seeds, settings: SamplingSettings | None = None) -> np.ndarray:
-    """Takes (K, T, D) in the head's parameters for 16 kHz mono audio."""
+def clip_takes(model, head, audio: np.ndarray, seeds, settings: SamplingSettings | None = None) -> np.ndarray:
+    """Takes (K, T, D) in the head's parameters for 16 kHz mono audio, through the flicker filter as
+    `thunder generate` makes them (settings.smoothing 0: the raw samples)."""
+    settings = settings or SamplingSettings(**model.config.get("sampling", {}))
     features = model.encode(audio)
-    return sample_takes(model, features, list(seeds), settings).numpy()
+    motion = sample_takes(model, features, list(seeds), settings).numpy()
+    return filter_takes(motion, head, settings.smoothing)
 
 
 def motion_vertices(head, motion: np.ndarray, neck: bool = True) -> torch.Tensor:
@@ -154,7 +158,7 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
         phones = clip.meta.phones
         for name, (model, row_settings) in models.items():
             started = time.perf_counter()
-            sampled = clip_takes(model, clip.audio, seeds, with_clip_emotion(row_settings, model, clip))
+            sampled = clip_takes(model, head, clip.audio, seeds, with_clip_emotion(row_settings, model, clip))
             seconds[name] += time.perf_counter() - started
             accuracy = m2s_unit_accuracy(m2s, sampled, clip) if m2s is not None else None
             score_takes(rows[name], head, sets, [face_vertices(head, m) for m in sampled], phones, ref, accuracy)
@@ -298,7 +302,7 @@ def evaluate_real_speech(models: dict, folder, head, takes: int = 4, seed: int =
         tallies = {}
         for name, (model, row_settings) in models.items():
             started = time.perf_counter()
-            sampled = clip_takes(model, clip.audio, seeds, row_settings)
+            sampled = clip_takes(model, head, clip.audio, seeds, row_settings)
             seconds[name] += time.perf_counter() - started
             expressions = [unpack_motion(m, head.n_expression)["expression"] for m in sampled]
             tallies[name] = real_speech_tally(head, sets, clip, [face_vertices(head, m) for m in sampled],

@@ -34,7 +34,7 @@ def frame_speeds(head, take: np.ndarray, indices: np.ndarray) -> np.ndarray:
 def measure(model, head, audio: np.ndarray, settings: SamplingSettings, takes: int = 4) -> dict:
     sets = metrics.metric_vertex_sets(head)
     indices = np.concatenate([sets["lips"], sets["upper_face"]])
-    sampled = clip_takes(model, audio, list(range(takes)), settings)
+    sampled = clip_takes(model, head, audio, list(range(takes)), settings)
     n_frames = sampled.shape[1]
     # A seam is the stretch where a later window takes over: from its first frame s (the overlap, where the
     # motion fades from the old window to the new) to s + context, its first frame of its own. Speed index i

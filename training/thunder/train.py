@@ -391,7 +391,7 @@ def validate(model: ThunderModel, m2s, clips, head) -> dict:
     lips = metric_vertex_sets(head)["lips"]
     accuracies, lves = [], []
     for clip in clips:
-        takes = clip_takes(model, clip.audio, seeds=[0])
+        takes = clip_takes(model, head, clip.audio, seeds=[0])
         accuracies.append(m2s_unit_accuracy(m2s, takes, clip))
         lves.append(lip_vertex_error(face_vertices(head, takes[0]), face_vertices(head, clip_motion(clip)), lips))
     model.denoiser.train(was_training)

@@ -1,0 +1,79 @@
+"""The flicker filter (backend/flicker_filter.py): one-frame spikes go, every lip closure stays exactly as
+sampled, blinks stay, smoothing 0 is the raw take, and `thunder generate` records the amount it used."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backend.flicker_filter import closed_frames, filter_takes, head_columns, keep_closures_smooth, lip_gaps
+from backend.motion import pack_motion, unpack_motion
+
+
+def _take(head, n=120, seed=0):
+    """A speaking-like take: the jaw opens and closes at 4 Hz, with three short closures (1, 2 and 3 frames
+    with the jaw shut and every mouth component at rest), one-frame noise on every channel, and one blink."""
+    rng = np.random.default_rng(seed)
+    names = list(head.expression_names)
+    t = np.arange(n) / 25.0
+    expression = np.clip(0.03 * rng.standard_normal((n, len(names))), 0, 1)
+    jaw = np.zeros((n, 3))
+    jaw[:, 0] = 0.12 * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) + 0.03 * rng.standard_normal(n)
+    for start, length in ((20, 1), (50, 2), (80, 3)):
+        jaw[start:start + length, 0] = 0.0
+        expression[start:start + length, [i for i, name in enumerate(names) if name.startswith("mouth")]] = 0.0
+    blink = names.index("eyeBlinkLeft")
+    expression[60:63, blink] = [0.5, 1.0, 0.5]
+    return pack_motion(expression=expression, jaw=jaw, neck=np.zeros((n, 3)), eyes=np.zeros((n, 6)))
+
+
+def test_closures_are_kept_exactly_and_the_rest_is_smoothed(head):
+    take = _take(head)
+    mouth, blinks = head_columns(head)
+    gap = lip_gaps(head, take[None])[0]
+    closed = closed_frames(gap)
+    assert closed[[20, 50, 51, 80, 81, 82]].all(), np.round(gap * 1000, 1)
+    out = filter_takes(take[None], head, 0.7)[0]
+    np.testing.assert_array_equal(out[np.ix_(closed, mouth)], take[np.ix_(closed, mouth)])
+    np.testing.assert_array_equal(out[:, blinks], take[:, blinks])
+    # Every closure still closes the lips as deeply as sampled.
+    assert (lip_gaps(head, out[None])[0][closed] <= gap[closed] + 1e-5).all()
+    # Elsewhere the one-frame noise is gone: the second difference of the open frames falls by half or more.
+    far = ~np.convolve(closed, np.ones(5), "same").astype(bool)
+    d2 = lambda x: np.abs(np.diff(x, 2, axis=0))[far[1:-1]].mean()
+    assert d2(out) < 0.5 * d2(take)
+
+
+def test_smoothing_zero_is_the_raw_take(head):
+    take = _take(head)
+    np.testing.assert_array_equal(filter_takes(take[None], head, 0.0)[0], take)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(3, 60), st.floats(0.1, 3.0), st.integers(0, 2**31))
+def test_mouth_columns_on_closed_frames_never_change(n, sigma, seed):
+    rng = np.random.default_rng(seed)
+    motion = rng.standard_normal((n, 8))
+    gap = np.abs(rng.standard_normal(n)) * (rng.random(n) > 0.3)   # some frames exactly closed
+    out = keep_closures_smooth(motion, gap, sigma, mouth_columns=[0, 1, 2], kept_columns=[7])
+    closed = closed_frames(gap)
+    np.testing.assert_array_equal(out[closed][:, :3], motion[closed][:, :3])
+    np.testing.assert_array_equal(out[:, 7], motion[:, 7])
+    assert np.isfinite(out).all() and out.shape == motion.shape
+
+
+def test_generate_applies_it_and_records_it(tiny_model, tmp_path):
+    from backend.generate import Generator
+    from generation_fixtures import write_speech
+
+    speech_file = write_speech(tmp_path / "speech.wav", 3.0)
+    generator = Generator(tiny_model, device="cpu")
+    raw = generator.generate(speech_file, takes=1, seed=3, settings={"smoothing": 0.0})[0]
+    smooth = generator.generate(speech_file, takes=1, seed=3)[0]
+    assert raw.settings["smoothing"] == 0.0 and smooth.settings["smoothing"] == pytest.approx(0.7)
+    n_expression = raw.expression.shape[1]
+    packed = pack_motion(raw.expression, raw.jaw, raw.neck, raw.eyes)
+    expected = filter_takes(packed[None], generator.head, 0.7)[0]
+    got = pack_motion(smooth.expression, smooth.jaw, smooth.neck, smooth.eyes)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert set(unpack_motion(got, n_expression)) == {"expression", "jaw", "neck", "eyes"}
