@@ -147,3 +147,22 @@ def test_one_take_drives_every_head_and_the_lips_still_close(shipped_takes, head
             assert on_flame["closure"] >= on_builtin["closure"] - 0.1 and on_flame["closure"] >= 0.85
             assert on_flame["gap_mm"] < on_builtin["gap_mm"] + 0.5
             assert on_flame["open_mm"] > 0.8 * on_builtin["open_mm"]
+
+
+def test_thunder_generate_with_a_flame_file(tiny_model, flame_layout_files, head, tmp_path, capsys):
+    """`thunder generate --head FLAME.pkl`: takes of the built-in head's parameters, which pose the FLAME head."""
+    from backend.cli import main as thunder
+    from backend.take_file import load_take, take_vertices
+    from generation_fixtures import write_speech
+
+    flame, _ = flame_layout_files["flame2023-open-layout"]
+    speech = write_speech(tmp_path / "line.wav", 1.2)
+    status = thunder(["generate", str(speech), "--head", str(flame), "--checkpoint", str(tiny_model),
+                      "--steps", "2", "--takes", "2", "--out", str(tmp_path / "takes"), "--device", "cpu"])
+    assert status == 0, capsys.readouterr().err
+    files = sorted((tmp_path / "takes").glob("line.take*.npz"))
+    assert len(files) == 2
+    take = load_take(files[0])
+    assert take.head == {"name": "flame:flame2023_Open.pkl", "identity": head.identity}
+    vertices = take_vertices(take, load_head_for_takes(flame))
+    assert vertices.shape == (take.n_frames, 5023, 3) and np.isfinite(vertices).all()
