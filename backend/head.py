@@ -200,13 +200,13 @@ def retarget_head(head: Head, onto: Head, cache_folder: str | Path | None = None
     try:
         expression_map = cached_expression_map(onto.identity, head.identity, onto.n_expression, head.n_expression,
                                                solve, cache_folder)
-        head.vertex_sets   # derived here if the map came from the cache  # noqa: B018
+        vertex_sets, landmarks = head.vertex_sets, head.landmarks   # derived now when the map came from the cache
     except HeadFileError as exc:   # the FLAME head's regions cannot be found
         raise RetargetError(f"{exc}; without its lips Thunder cannot retarget the built-in head's expressions "
                             "onto it") from None
     data = dataclasses.replace(head.data, exprdirs=retargeted_basis(head.data.exprdirs, expression_map)
                                .astype(np.float32), expression_names=list(onto.expression_names),
-                               vertex_sets=dict(head.vertex_sets), landmarks=dict(head.landmarks),
+                               vertex_sets=dict(vertex_sets), landmarks=dict(landmarks),
                                takes_identity=onto.takes_identity)
     return Head(data)
 
