@@ -121,4 +121,3 @@ def make_synthetic_flame(n_verts: int = 120, n_shape: int = 300, n_expr: int = 2
         "kintree_table": np.array([[-1, 0, 1, 1, 1], [0, 1, 2, 3, 4]]),
         "J": regressor @ v_template,
     }
-
