@@ -51,6 +51,9 @@ class HeadData:
     landmarks: dict[str, int] = dataclasses.field(default_factory=dict)
     face_region: np.ndarray | None = None
     face_region_names: list[str] | None = None
+    # The identity of the head whose parameters drive this one, when that is another head: set on a FLAME head
+    # retargeted to the built-in head's expressions (backend/retarget.py), whose takes are the built-in head's.
+    takes_identity: str | None = None
 
 
 # --- the restricted unpickler ---------------------------------------------------------------------

@@ -34,12 +34,12 @@ from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
 from backend.flicker_filter import filter_takes
 from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
-from backend.head import load_head
+from backend.head import load_head_for_takes
 from backend.models import SHIPPED_THUNDER
 from backend.motion import unpack_motion
 from backend.take_sampling import SamplingSettings, sample_takes
 from backend.take_file import Take
-from backend.thunder_model import load_model
+from backend.thunder_model import check_model_head, load_model
 
 DEFAULT_CHECKPOINT = SHIPPED_THUNDER
 DEFAULT_HEAD = "builtin"
@@ -181,8 +181,10 @@ class Generator:
                 raise GenerateError(f"the shipped THUNDER model is missing from this installation ({checkpoint}); "
                                     "name a model folder (--checkpoint, or the service's load request)")
         self.checkpoint = Path(checkpoint).expanduser()
-        self.head = load_head(head)
-        self.model = load_model(self.checkpoint, self.head, self.device)
+        # The model says which head its takes are for; a FLAME file's head is retargeted to it (the built-in head).
+        self.model = load_model(self.checkpoint, device=self.device)
+        self.head = load_head_for_takes(head, self.model.head_identity)
+        check_model_head(self.model.config, self.head, self.checkpoint)
         self.max_seconds = max_seconds
         self.model_identity = {"name": self.checkpoint.resolve().name,
                                "hash": checkpoint_fingerprint(self.checkpoint)}
@@ -194,7 +196,8 @@ class Generator:
         """What a client shows and records: the model, its emotions and defaults, the head, the device."""
         return {"model": {**self.model_identity, "path": str(self.checkpoint), "emotions": list(self.model.emotions),
                           "fps": MOTION_FPS, "sampling": dataclasses.asdict(self.default_settings)},
-                "head": {"name": self.head.name, "identity": self.head.identity, "source": str(self.head.source),
+                "head": {"name": self.head.name, "identity": self.head.takes_identity, "mesh_identity": self.head.identity,
+                         "source": str(self.head.source),
                          "vertices": self.head.n_vertices, "expressions": self.head.n_expression},
                 "device": str(self.device)}
 
@@ -245,7 +248,7 @@ class Generator:
         n_frames = frames_for_seconds(len(wave) / SAMPLE_RATE, fps)
         audio_record = {"sha256": speech.sha256, "hashed": speech.hashed, "file": speech.file,
                         "seconds": speech.seconds, "start": first / SAMPLE_RATE, "end": stop / SAMPLE_RATE}
-        head_record = {"name": self.head.name, "identity": self.head.identity}
+        head_record = {"name": self.head.name, "identity": self.head.takes_identity}
         result = []
         for take_seed, take_motion in zip(seeds, motion):
             parts = unpack_motion(take_motion, self.model.n_expression)

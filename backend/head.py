@@ -17,6 +17,7 @@ All but expression and jaw default to zero. Returns vertices (T, V, 3) in metres
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -110,11 +111,17 @@ class Head(torch.nn.Module):
 
     @property
     def identity(self) -> str:
-        """A short fingerprint of the head's geometry, to check that a model or take belongs to it."""
+        """A short fingerprint of the head's geometry and expression basis."""
         digest = hashlib.sha256()
         for array in (self.data.v_template, self.data.faces, self.data.exprdirs):
             digest.update(np.ascontiguousarray(array).tobytes())
         return f"{self.name}:{digest.hexdigest()[:12]}"
+
+    @property
+    def takes_identity(self) -> str:
+        """The identity that models and takes for this head carry: its own, or for a retargeted FLAME head
+        (retarget_head) the built-in head's, whose parameters drive it."""
+        return self.data.takes_identity or self.identity
 
     def forward(self, expression=None, jaw=None, neck=None, eyes=None, shape=None, global_pose=None,
                 translation=None, return_joints: bool = False):
@@ -179,6 +186,58 @@ def load_head(spec: str | Path = "builtin") -> Head:
     return Head(load_head_file(spec))
 
 
+def retarget_head(head: Head, onto: Head, cache_folder: str | Path | None = None) -> Head:
+    """`head` (a FLAME file's) with `onto`'s expression components (the built-in head's 39 ARKit-named ones)
+    retargeted onto its own expression basis (backend/retarget.py), so that takes made for `onto` drive it:
+    the one place where a FLAME head becomes a head the shipped model's takes play on. The map is solved once
+    per pair of heads and cached (retarget.cached_expression_map)."""
+    from backend.retarget import RetargetError, cached_expression_map, retargeted_basis, solve_retarget
+
+    def solve():
+        return solve_retarget(_flame_like_surface(onto), onto.data.exprdirs, _flame_like_surface(head),
+                              head.data.exprdirs)[0]
+
+    try:
+        expression_map = cached_expression_map(onto.identity, head.identity, onto.n_expression, head.n_expression,
+                                               solve, cache_folder)
+        vertex_sets, landmarks = head.vertex_sets, head.landmarks   # derived now when the map came from the cache
+    except HeadFileError as exc:   # the FLAME head's regions cannot be found
+        raise RetargetError(f"{exc}; without its lips Thunder cannot retarget the built-in head's expressions "
+                            "onto it") from None
+    data = dataclasses.replace(head.data, exprdirs=retargeted_basis(head.data.exprdirs, expression_map)
+                               .astype(np.float32), expression_names=list(onto.expression_names),
+                               vertex_sets=dict(vertex_sets), landmarks=dict(landmarks),
+                               takes_identity=onto.takes_identity)
+    return Head(data)
+
+
+def _flame_like_surface(head: Head):
+    """The head's skin at rest with its regions as FLAME's topology gives them (head_regions.derive_regions), so
+    that both heads of a retarget name their lips by the same rule. The built-in head's mouth cavity goes first:
+    FLAME has none, its mouth is a hole."""
+    from backend.retarget import HeadSurface
+
+    faces = head.faces
+    if head.face_region is not None and "mouth_interior" in (head.face_region_names or []):
+        faces = faces[head.face_region != head.face_region_names.index("mouth_interior")]
+        vertex_sets, landmarks = derive_regions(head.data.v_template, faces, head.data.weights)
+    else:
+        vertex_sets, landmarks = head.vertex_sets, head.landmarks
+    return HeadSurface(head.data.v_template, faces, vertex_sets, landmarks)
+
+
+def load_head_for_takes(spec: str | Path = "builtin", takes_identity: str | None = None) -> Head:
+    """The head as takes drive it: `spec` as load_head reads it when its identity is `takes_identity` (the head
+    a model was trained for; default the built-in head) or it is the built-in head; any other head retargeted
+    to the built-in head's expressions (retarget_head). A model for another head then refuses the result
+    with its own sentence (load_model)."""
+    head = load_head(spec)
+    builtin = head if str(spec) == "builtin" else load_head("builtin")
+    if head.identity in (takes_identity or builtin.identity, builtin.identity):
+        return head
+    return retarget_head(head, builtin)
+
+
 def head_mesh_arrays(head, shape=None) -> dict[str, np.ndarray]:
     """What the add-on needs to build the head with numpy alone: the rest mesh, the expression and pose-corrective
     bases, the joints at rest and how expressions move them, the skinning weights, the joint tree, and the face
@@ -214,6 +273,7 @@ def head_description(head, shape=None) -> dict:
     """What the `head` reply says about a head besides its arrays; the add-on builds a head from this and the
     arrays (thunder_blender.head_build), and so does the headless scene (backend/blender/scene.py, through
     thunder_blender.headless)."""
-    return {"name": head.name, "identity": head.identity, "source": str(head.source), "shape": shape,
+    return {"name": head.name, "identity": head.takes_identity, "mesh_identity": head.identity,
+            "source": str(head.source), "shape": shape,
             "expression_names": list(head.expression_names), "joint_names": list(head.joint_names),
             "face_region_names": list(head.face_region_names or [])}

@@ -291,13 +291,15 @@ class Service:
                    "arrays": {name: list(value.shape) for name, value in arrays.items()}})
 
     def _head(self, source: str):
-        """A head by its source ('builtin' or a FLAME file), without a model: building a head in Blender needs
-        no model trained for it. Each source is loaded once."""
-        from backend.head import load_head
+        """A head by its source ('builtin' or a FLAME file) as takes drive it, without loading a model: a FLAME
+        file's head retargeted to the built-in head's expressions (backend.head.load_head_for_takes), unless the
+        loaded model was trained for that head itself. Each source is loaded once per model head."""
+        from backend.head import load_head_for_takes
 
-        if source not in self.heads:
-            self.heads[source] = load_head(source)
-        return self.heads[source]
+        takes_identity = self.generator.model.head_identity if self.generator is not None else None
+        if (source, takes_identity) not in self.heads:
+            self.heads[source, takes_identity] = load_head_for_takes(source, takes_identity)
+        return self.heads[source, takes_identity]
 
     def on_cancel(self, request: dict) -> None:
         target = request.get("target")

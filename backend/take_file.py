@@ -125,9 +125,9 @@ def take_vertices(take: Take, head, chunk_frames: int = 500) -> np.ndarray:
     expression coefficients would mean other shapes."""
     import torch  # here, so that reading takes needs numpy only
 
-    if take.head.get("identity") != head.identity:
+    if take.head.get("identity") != head.takes_identity:   # a retargeted FLAME head takes the built-in head's
         raise TakeFileError(f"this take was made for the head {take.head.get('identity')}, not for "
-                            f"{head.identity}")
+                            f"{head.takes_identity}")
     if take.expression.shape[1] != head.n_expression:
         raise TakeFileError(f"this take has {take.expression.shape[1]} expression coefficients; the head "
                             f"{head.identity} has {head.n_expression}")

@@ -96,6 +96,14 @@ def save_model(folder: str | Path, model: ThunderModel) -> Path:
     return save_checkpoint(folder, model, model.config)
 
 
+def check_model_head(config: dict, head, folder: str | Path) -> None:
+    """CheckpointError unless the model (its config) makes takes for `head`: the head it was trained for, or a
+    FLAME head retargeted to that head (backend.head.retarget_head), whose takes are that head's."""
+    if config["head"]["identity"] != head.takes_identity:
+        raise CheckpointError(f"{folder}: this model was trained for the head {config['head']['identity']}, "
+                              f"not for {head.takes_identity}")
+
+
 def load_model(folder: str | Path, head=None, device: str | torch.device = "cpu") -> ThunderModel:
     """Load a THUNDER checkpoint (in eval mode) on `device`; with `head`, refuse one made for another head."""
     config, weights = read_checkpoint(folder, MODEL_KIND)
@@ -104,9 +112,8 @@ def load_model(folder: str | Path, head=None, device: str | torch.device = "cpu"
     if config["version"] != MODEL_VERSION:
         raise CheckpointError(f"{folder} is a THUNDER checkpoint of version {config['version']}; this Thunder "
                               f"reads only version {MODEL_VERSION}")
-    if head is not None and config["head"]["identity"] != head.identity:
-        raise CheckpointError(f"{folder}: this model was trained for the head {config['head']['identity']}, "
-                              f"not for {head.identity}")
+    if head is not None:
+        check_model_head(config, head, folder)
     try:
         model = build_model(config)
     except (TypeError, ValueError, KeyError) as exc:  # a field missing, unknown or of the wrong kind

@@ -2,6 +2,10 @@
 must close (/p b m/) and where the jaw must drop (open vowels), captioned with time, phone and word.
 
     python docs/make_blender_figures.py [--out docs/blender_take_frames.png] [--columns 5] [--crop mouth|face]
+    python docs/make_blender_figures.py --head flame2023-open-layout --out docs/retarget_take_frames.png
+
+--head renders the same takes at the same frames on one of the retarget's FLAME-layout test heads
+(training/retarget_heads.py), retargeted as a user's FLAME file is (backend.head.load_head_for_takes).
 
 The takes come from the shipped model (two takes, seeds 0 and 1, 25 fps: what the demo makes), the scene from
 backend/blender/scene.py (the add-on's rigged head with the takes keyed, the camera and render settings of the
@@ -34,6 +38,8 @@ from backend.generate import Generator  # noqa: E402
 from backend.take_file import save_take, take_file_name, take_vertices  # noqa: E402
 from training.corpus.align import SILENCE, align  # noqa: E402
 from training.metrics import BILABIALS, lip_distance  # noqa: E402
+from training.retarget_heads import TEST_HEADS  # noqa: E402
+from training.retarget_report import write_test_head  # noqa: E402
 
 EXAMPLE = REPO / "backend" / "examples" / "thunder_example.wav"
 OPEN_VOWELS = ("AA", "AE", "AO", "AW", "AY", "AH")
@@ -69,12 +75,15 @@ def main(argv=None) -> int:
     parser.add_argument("--columns", type=int, default=5)
     parser.add_argument("--crop", choices=sorted(CROPS), default="mouth")
     parser.add_argument("--resolution", type=int, default=1024, help="the render's size before cropping")
+    parser.add_argument("--head", choices=sorted(TEST_HEADS), help="a FLAME-layout test head instead of the built-in")
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(2)
-    generator = Generator(device="cpu")
+    head_folder = tempfile.TemporaryDirectory(prefix="thunder-figure-head-")
+    head_spec = write_test_head(args.head, Path(head_folder.name))[0] if args.head else "builtin"
+    generator = Generator(head=head_spec, device="cpu")
     head = generator.head
     takes = generator.generate(EXAMPLE, seeds=list(SEEDS), fps=FPS)
     words, phones = align(load_audio(EXAMPLE), EXAMPLE.with_suffix(".txt").read_text())
@@ -103,6 +112,7 @@ def main(argv=None) -> int:
         crop = (max(row - above, 0.0), min(row + below, 1.0), max(column - half, 0.0), min(column + half, 1.0))
         out = scene.render_frames(frames, args.out, columns=args.columns, captions=captions, crop=crop,
                                   caption_size=0.07, caption_band=True)
+    head_folder.cleanup()
     print(f"wrote {out}")
     return 0
 

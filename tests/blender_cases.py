@@ -201,8 +201,8 @@ def shape_key_value_now(head, name):
 
 @case
 def end_to_end(work_dir, args):
-    """Install; a sound strip from a WAV (offset and trimmed); the built-in head; 2 takes with the real backend
-    and shipped model; keys equal the take files; resample; switch takes; export FBX, Alembic and USD and
+    """Install; a sound strip from a WAV (offset and trimmed); the built-in head (with args["flame"], the head of
+    that FLAME file, set in the preferences); 2 takes with the real backend and shipped model; keys equal the take files; resample; switch takes; export FBX, Alembic and USD and
     read FBX and Alembic back (USD is read back by the test, with pxr)."""
     from export_readback import alembic_vertices, fbx_shape_key_curves
 
@@ -210,7 +210,11 @@ def end_to_end(work_dir, args):
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 24, 1.0
     strip = add_sound_strip(scene, "voice", args["wav"], frame=10, trim_start=6)
-    head = thunder.api.add_head()
+    if args.get("flame"):   # a FLAME file's head, retargeted by the backend: keyed like the built-in head
+        addon_preferences().flame_model = args["flame"]
+        head = thunder.api.add_head("flame")
+    else:
+        head = thunder.api.add_head()
     head_name = head.name
     check(head.thunder.is_head and head.type == "ARMATURE", "add_head did not make a Thunder head")
     mesh = head.thunder.mesh
@@ -254,7 +258,8 @@ def end_to_end(work_dir, args):
         check(abs(got - want) < 1e-5, f"take {index + 1} at frame {frame}: {probe_name} = {got}, take file {want}")
         played[index] = got
     check(abs(played[0] - played[1]) > 1e-6, "the two takes play the same values")
-    mesh_vertices = evaluated_vertices(mesh, [16, frame, 16 + frames[0] - 1])
+    probe_frames = list(range(16, 16 + frames[0])) if args.get("every_frame") else [16, frame, 16 + frames[0] - 1]
+    mesh_vertices = evaluated_vertices(mesh, probe_frames)
 
     # Resample: keep take 1, the other gets a new seed; the kept take is untouched.
     thunder.api.keep_take(head, 0)
@@ -282,12 +287,13 @@ def end_to_end(work_dir, args):
         at = {int(round(f)): v for f, v in zip(fbx_frames, values)}
         worst = max(worst, max(abs(at[16 + t] - expression[t, k]) for t in range(len(expression))))
     check(worst < 1e-4, f"FBX shape-key values differ from the take by {worst}")
-    abc = alembic_vertices(by_format["abc"], [16, frame, 16 + frames[0] - 1], 24.0)
+    abc = alembic_vertices(by_format["abc"], probe_frames, 24.0)
     abc_error = float(np.abs(np.asarray(abc) - mesh_vertices["world"]).max())
     check(abc_error < 1e-4, f"Alembic vertices differ from Blender's by {abc_error} m")
     result = {"takes": [{"file": t.file, "seed": t.seed, "frame_start": t.frame_start} for t in thunder_head.takes],
             "exports": by_format, "fbx_error": worst, "abc_error": abc_error, "frames": frames,
-            "probe_frames": [16, frame, 16 + frames[0] - 1], "mesh_local": mesh_vertices["local_file"],
+            "probe_frames": probe_frames, "mesh_local": mesh_vertices["local_file"],
+            "expression_names": list(head.data["thunder_expression_names"]), "identity": head.thunder.identity,
             "bpy": bpy.app.version_string}
 
     # Undo after Generate takes the new takes away; redo brings them back (objects are new Python objects

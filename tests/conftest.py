@@ -51,6 +51,22 @@ def tiny_model(head, tmp_path_factory):
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def flame_layout_files(tmp_path_factory):
+    """The retarget's test heads (training/retarget_heads.py) as the FLAME site's files: the first as FLAME 2020's
+    chumpy pickle, the second as FLAME 2023 Open's plain-array pickle. {name: (path, truth)}."""
+    from flame_fixtures import write_flame_pickle
+    from training.retarget_heads import TEST_HEADS, make_test_head
+
+    folder = tmp_path_factory.mktemp("flame_layout")
+    files = {}
+    for (name, file_name, chumpy) in zip(TEST_HEADS, ("generic_model.pkl", "flame2023_Open.pkl"), (True, False)):
+        model, truth = make_test_head(name)
+        files[name] = (write_flame_pickle(folder / file_name, model,
+                                          chumpy=chumpy), truth)
+    return files
+
+
 # Blender tests (tests/blender_harness.py): the extension zip, built once, and which Blenders are tested.
 @pytest.fixture(scope="session")
 def extension_zip(tmp_path_factory):

@@ -68,20 +68,21 @@ def test_the_backend_does_not_outlive_blender(extension_zip, tmp_path):
     assert wait_for_end(pid, 10), f"the backend (pid {pid}) is still running after Blender quit"
 
 
-def test_add_flame_head_from_the_users_file(extension_zip, tmp_path):
-    """A FLAME file in FLAME's own layout (built by the test: FLAME itself is never in the repository)."""
+def test_add_flame_head_from_the_users_file(extension_zip, tmp_path, flame_layout_files, head):
+    """A FLAME file in FLAME's own layout (built by the test: FLAME itself is never in the repository): the head
+    comes retargeted to the built-in head's expressions (tests/test_retarget.py), keyed like the built-in head."""
     import sys
 
-    from backend.head import load_head
-    from flame_fixtures import make_synthetic_flame, write_flame_pickle
+    from backend.head import load_head_for_takes
 
-    flame = write_flame_pickle(tmp_path / "generic_model.pkl", make_synthetic_flame(n_expr=12))
+    builtin = head
+    flame, _ = flame_layout_files["flame2020-layout"]
     shape = [2.0, -1.0, 0.5]
     result = run_in_blender("flame_head", sys.executable, tmp_path,
                             {"zip": str(extension_zip), "flame": str(flame), "shape": shape}, timeout=300)
-    head = load_head(flame)
+    head = load_head_for_takes(flame)
     plain, shaped = (result["heads"][name] for name in result["names"])
-    assert plain["expressions"] == head.n_expression and plain["identity"] == head.identity
+    assert plain["expressions"] == head.n_expression == 39 and plain["identity"] == builtin.identity
     assert plain["bones"] == list(head.joint_names)
     with torch.no_grad():
         template = head(expression=torch.zeros(1, head.n_expression))[0].numpy()
@@ -89,6 +90,41 @@ def test_add_flame_head_from_the_users_file(extension_zip, tmp_path):
     np.testing.assert_allclose(np.load(plain["basis"]), template, atol=1e-6)
     np.testing.assert_allclose(np.load(shaped["basis"]), with_shape, atol=1e-6)
     assert np.abs(with_shape - template).max() > 1e-3
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_end_to_end_on_a_flame_head(python, extension_zip, tmp_path, head, flame_layout_files):
+    """end_to_end on the head of a FLAME-layout file (another mesh, its own PCA basis): 2 takes of the shipped
+    model on the example clip keyed like on the built-in head, resample, switch, FBX/Alembic/USD read back; the
+    mesh Blender deforms is the backend's retargeted head, and its lips close where the built-in head's do."""
+    from backend.head import load_head_for_takes
+    from backend.take_file import load_take, take_vertices
+    from export_readback import usd_blendshape_weights
+    from training.metrics import lip_distance
+    from training.retarget_report import EXAMPLE
+
+    path, _ = flame_layout_files["flame2023-open-layout"]
+    result = run_in_blender("end_to_end", python, tmp_path, {"zip": str(extension_zip), "wav": str(EXAMPLE),
+                                                           "flame": str(path), "every_frame": True}, timeout=600)
+    assert result["fbx_error"] < 1e-4 and result["abc_error"] < 1e-4, result
+    assert result["expression_names"] == list(head.expression_names) and result["identity"] == head.identity
+    flame = load_head_for_takes(path)
+    take = load_take(result["takes"][0]["file"])
+    blender = np.load(result["mesh_local"])
+    frames = np.asarray(result["probe_frames"]) - 16
+    assert np.abs(blender - take_vertices(take, flame)[frames]).max() < 1e-5
+    # Lip closure through the retarget: the FLAME head in Blender against the built-in head, same take.
+    on_flame = lip_distance(blender, flame.landmarks) * 1000
+    on_builtin = lip_distance(take_vertices(take, head)[frames], head.landmarks) * 1000
+    closed, wide = on_builtin < 1.0, on_builtin > 0.5 * on_builtin.max()
+    assert closed.sum() >= 10 and wide.sum() >= 5, (closed.sum(), wide.sum())
+    assert on_flame[closed].max() < 1.5, on_flame[closed].max()
+    assert on_flame[wide].min() > 0.8 * on_builtin[wide].min()
+    weights = usd_blendshape_weights(result["exports"]["usd"])
+    for k, name in enumerate(head.expression_names):
+        times, values = weights[name]
+        at = dict(zip(np.round(times).astype(int), values))
+        np.testing.assert_allclose([at[16 + t] for t in range(take.n_frames)], take.expression[:, k], atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- takes you can trust

@@ -207,16 +207,47 @@ def test_head_bakes_an_identity_shape_into_the_rest_mesh_and_joints(service, hea
     assert bad["event"] == "error" and bad["code"] == "input" and "identity shape" in bad["message"]
 
 
-def test_head_of_another_source_needs_no_model_for_it(service, head, tmp_path):
+def test_head_of_another_source_needs_no_model_for_it(service, head, tmp_path, flame_layout_files):
+    """A FLAME file's head comes retargeted to the model's head (the built-in one): its takes' identity and the
+    built-in expression names, on its own mesh."""
     from flame_fixtures import make_synthetic_flame, write_flame_pickle
 
-    flame = write_flame_pickle(tmp_path / "generic_model.pkl", make_synthetic_flame(n_expr=12))
+    flame, _ = flame_layout_files["flame2023-open-layout"]
     reply = service.ask("head", head=str(flame))
-    assert reply["event"] == "head" and reply["identity"] != head.identity, reply
-    assert len(reply["expression_names"]) == 12 and reply["arrays"]["expression_basis"][2] == 12
-    assert service.ask("head")["identity"] == head.identity   # the loaded model's head is unchanged
+    assert reply["event"] == "head" and reply["identity"] == head.identity, reply
+    assert reply["mesh_identity"] != head.identity and reply["expression_names"] == list(head.expression_names)
+    assert reply["arrays"]["expression_basis"] == [5023, 3, 39]
+    assert service.ask("head")["mesh_identity"] == head.identity   # the loaded model's head is unchanged
     missing = service.ask("head", head=str(tmp_path / "nope.pkl"))
     assert missing["event"] == "error" and missing["code"] == "input" and "nope.pkl" in missing["message"]
+    no_lips = write_flame_pickle(tmp_path / "generic_model.pkl", make_synthetic_flame(n_expr=12))
+    refused = service.ask("head", head=str(no_lips))
+    assert refused["event"] == "error" and refused["code"] == "input" and "cannot retarget" in refused["message"]
+
+
+def test_generate_for_a_flame_head_makes_takes_of_the_builtin_head(tiny_model, speech, head, flame_layout_files):
+    """A service loaded with a FLAME file's head: its takes are the built-in head's, and play on both heads."""
+    from backend.head import load_head_for_takes
+    from backend.take_file import load_take, take_vertices
+
+    flame, _ = flame_layout_files["flame2020-layout"]
+    process = start_service("--checkpoint", tiny_model, "--device", "cpu", "--head", flame, stderr=subprocess.DEVNULL)
+    client = Client(process.stdin, process.stdout)
+    try:
+        assert client.event()["event"] == "ready"
+        loaded = client.ask("load")
+        assert loaded["event"] == "loaded" and loaded["head"]["identity"] == head.identity, loaded
+        assert loaded["head"]["vertices"] == 5023
+        result = client.ask("generate", audio=str(speech), takes=2, settings={"steps": 2})
+        assert result["event"] == "result", result
+        take = load_take(result["takes"][0]["path"])
+        assert take.head["identity"] == head.identity and take.expression.shape[1] == 39
+        assert take_vertices(take, load_head_for_takes(flame)).shape[1:] == (5023, 3)
+        assert take_vertices(take, head).shape[1:] == (head.n_vertices, 3)
+        assert client.ask("shutdown")["event"] == "bye"
+    finally:
+        process.stdin.close()
+        process.wait(TIMEOUT)
 
 
 # ------------------------------------------------------------------------------------------ cancel, busy

@@ -104,7 +104,7 @@ def add_head(source: str = "builtin", shape=None, name: str | None = None, conte
             raise ThunderError(f"the FLAME model file {flame} does not exist; fix it in Preferences > Add-ons > Thunder")
         source = flame
     fields = {"shape": [float(x) for x in shape]} if shape is not None else {}
-    # The head alone: building it needs no model trained for it (generating does).
+    # The head alone, as takes drive it: a FLAME file comes retargeted to the built-in head (docs/retarget.md).
     reply = session.manager().request_sync("head", head=source, **fields)
     reply.setdefault("source", source)
     head = head_build.build_head(reply["file"], reply, name=name or _head_name(reply, source),

@@ -303,19 +303,20 @@ def head_object_name(stem: str) -> str:
 
 def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: str = "Thunder head",
                      view: CameraView = TAKE_VIEW, resolution: int = DEFAULT_RESOLUTION) -> TakeScene:
-    """A fresh scene (factory settings, empty) holding `head` (a backend Head, or what load_head takes) rigged by
+    """A fresh scene (factory settings, empty) holding `head` (a backend Head, or what load_head_for_takes takes:
+    a FLAME file's head comes retargeted to the built-in head's expressions) rigged by
     the add-on, every take keyed on it from frame 1 and take 1 playing, the audio as a sound strip whose second
     `start` (where the takes begin) plays at frame 1, the frame range of the takes, a camera framing the face
     and the Workbench render settings. All takes must be at `fps` and cover the same seconds of the audio."""
     import bpy
 
     from backend.frame_rate import check_fps
-    from backend.head import head_description, head_mesh_arrays, load_head
+    from backend.head import head_description, head_mesh_arrays, load_head_for_takes
     from thunder_blender import headless
 
     started = time.monotonic()
     fps = check_fps(fps)   # the one check of a frame rate (a FrameRateError is a ThunderError)
-    head = load_head(head) if isinstance(head, (str, Path)) else head
+    head = load_head_for_takes(head) if isinstance(head, (str, Path)) else head
     audio_path = Path(audio_path).resolve()
     if not audio_path.is_file():
         raise SceneError(f"the audio file {audio_path} does not exist")
