@@ -34,7 +34,7 @@ from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
 from backend.flicker_filter import filter_takes
 from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
-from backend.head import load_head_for_takes
+from backend.head import load_head, load_head_for_takes
 from backend.models import SHIPPED_THUNDER
 from backend.motion import unpack_motion
 from backend.take_sampling import SamplingSettings, sample_takes
@@ -184,6 +184,9 @@ class Generator:
         # The model says which head its takes are for; a FLAME file's head is retargeted to it (the built-in head).
         self.model = load_model(self.checkpoint, device=self.device)
         self.head = load_head_for_takes(head, self.model.head_identity)
+        # The head the takes are made in: the flicker filter finds closures on it, so that one take is the same
+        # on every head it drives (a retargeted head's own lips only approximate it).
+        self.takes_head = self.head if self.head.takes_identity == self.head.identity else load_head("builtin")
         check_model_head(self.model.config, self.head, self.checkpoint)
         self.max_seconds = max_seconds
         self.model_identity = {"name": self.checkpoint.resolve().name,
@@ -239,7 +242,7 @@ class Generator:
         # 3. Features, then every take in one batch, at 25 fps.
         features = self.model.encode(wave)
         motion = sample_takes(self.model, features, seeds, settings, callback=callback).numpy()
-        motion = filter_takes(motion, self.head, settings.smoothing)
+        motion = filter_takes(motion, self.takes_head, settings.smoothing)
         if not np.isfinite(motion).all():
             raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
                                 f"its checkpoint {self.checkpoint} may be damaged")

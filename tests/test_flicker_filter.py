@@ -73,7 +73,7 @@ def test_generate_applies_it_and_records_it(tiny_model, tmp_path):
     assert raw.settings["smoothing"] == 0.0 and smooth.settings["smoothing"] == pytest.approx(0.7)
     n_expression = raw.expression.shape[1]
     packed = pack_motion(raw.expression, raw.jaw, raw.neck, raw.eyes)
-    expected = filter_takes(packed[None], generator.head, 0.7)[0]
+    expected = filter_takes(packed[None], generator.takes_head, 0.7)[0]
     got = pack_motion(smooth.expression, smooth.jaw, smooth.neck, smooth.eyes)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert set(unpack_motion(got, n_expression)) == {"expression", "jaw", "neck", "eyes"}
