@@ -251,9 +251,11 @@ class RangePlan:
 
 
 def plan_range(start: int, end: int, n_frames: int, fps: float, n_model_frames: int,
-               margin: int = RANGE_MARGIN) -> RangePlan:
+               margin: int | None = None) -> RangePlan:
     """Take frames start .. end - 1 of an n_frames take: the model frames strictly between the kept frames
-    start - 1 and end are sampled anew, `margin` model frames either side are shown as known."""
+    start - 1 and end are sampled anew, `margin` (default RANGE_MARGIN) model frames either side are shown as
+    known."""
+    margin = RANGE_MARGIN if margin is None else margin
     if isinstance(start, bool) or isinstance(end, bool) or not 0 <= start < end <= n_frames:
         raise DirectingError(f"the range {start}:{end} is not inside the take's frames 0:{n_frames} "
                              "(START:END holds frames START to END - 1)")
