@@ -882,6 +882,19 @@ def directing(work_dir, args):
     api.generate(head, strip=strip.name, takes=1, seed=3)
     old = takes[0]
     old_values, channels = _take_values(old)
+    # No range chosen, a range off the take, a hold before the take: a sentence each, and nothing changes.
+    scene.use_preview_range = False
+    for call, words in ((lambda: api.resample_range(head), "choose the frames to resample"),
+                        (lambda: api.resample_range(head, 500, 600), "are not on Take 1"),
+                        (lambda: api.resample_range(head, 5, 9, only="ears"), "unknown part"),
+                        (lambda: api.generate(head, strip=strip.name, constraints=[
+                            {"kind": "hold", "pose": "neutral", "start": 0, "end": 5}]), "before the take's first")):
+        try:
+            call()
+            raise AssertionError(f"no error for {words}")
+        except thunder.api.ThunderError as exc:
+            check(words in str(exc), f"the sentence {exc!r} does not say {words!r}")
+        check(len(takes) == 1, f"a refused call changed the takes: {len(takes)}")
     names = list(head.data["thunder_expression_names"])
     lip_names = {f'key_blocks["{n}"].value' for n in names if n.startswith(("mouth", "jaw"))}
     lip_channels = [k for k, c in enumerate(channels)

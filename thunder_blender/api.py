@@ -164,16 +164,22 @@ def generate(head=None, strip: str | None = None, audio_file: str | None = None,
                            settings, replace_animation, wait, replacing=[], extra=direct)
 
 
+def _head_with_takes(head, context):
+    """The head to resample (resolve_head, check_head), or ThunderError when it has no takes."""
+    head = resolve_head(head, context)
+    check_head(head)
+    if not len(head.thunder.takes):
+        raise ThunderError(f"{head.name} has no takes to resample; Generate first")
+    return head
+
+
 def resample(head=None, wait: bool | None = None, context=None):
     """New seeds, same settings: every take that is not kept is sampled again and replaced (after the new
     takes arrive, so a failure loses nothing). With every take kept, one new take is added with the active
     take's settings."""
     context = context or bpy.context
-    head = resolve_head(head, context)
-    check_head(head)
+    head = _head_with_takes(head, context)
     thunder = head.thunder
-    if not len(thunder.takes):
-        raise ThunderError(f"{head.name} has no takes to resample; Generate first")
     replacing = [item.name for item in thunder.takes if not item.kept]
     model = thunder.takes[thunder.active_take] if thunder.active_take >= 0 else thunder.takes[0]
     if replacing:
@@ -264,11 +270,8 @@ def resample_range(head=None, start: int | None = None, end: int | None = None, 
     frames, `take_constraints`) replaces them. seed None draws one. The old take is kept; the new one is added
     and played."""
     context = context or bpy.context
-    head = resolve_head(head, context)
-    check_head(head)
+    head = _head_with_takes(head, context)
     thunder = head.thunder
-    if not len(thunder.takes):
-        raise ThunderError(f"{head.name} has no takes; Generate first")
     index = _take_index(head, take) if take is not None else max(thunder.active_take, 0)
     item = thunder.takes[index]
     if start is None or end is None:
