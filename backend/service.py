@@ -301,6 +301,11 @@ class Service:
 
     def on_cancel(self, request: dict) -> None:
         target = request.get("target")
+        # The target is echoed in the reply: a value no request id can be (Infinity, a list) is refused here,
+        # where it used to fail the reply's JSON as an internal error.
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, str))):
+            raise RequestError(f"the cancel request's 'target' must be the id of a generate request (a whole "
+                               f"number or a string), not {json.dumps(target)[:80]}")
         job = self.job
         running = job is not None and (target is None or target == job.request_id)
         if running:
