@@ -308,7 +308,10 @@ class Generator:
         wave = speech.samples[first + lo * SAMPLES_PER_FRAME: min(first + hi * SAMPLES_PER_FRAME, stop)]
         features = self.model.encode(wave)[plan.lo - lo: plan.hi - lo]
         old_parts = old.parts()
-        old_motion = pack_motion(**resample_motion(old_parts, old.fps, MOTION_FPS, n_model))
+        # The old take at 25 fps over the sampled frames only (the whole take at 24 fps would be all Slerp).
+        old_motion = np.zeros((n_model, self.model.denoiser.config.motion_dim), dtype=np.float32)
+        old_motion[plan.lo:plan.hi] = pack_motion(**interpolate_motion(
+            old_parts, np.arange(plan.lo, plan.hi) * old.fps / MOTION_FPS))
         constraint_values = None
         if constraints:
             constraint_values = directing.constraint_targets(constraints, self.head.expression_names, old.fps,
