@@ -393,7 +393,7 @@ class Service:
         known = {k: v for k, v in sampling.items() if k in generator.default_settings.__dataclass_fields__}
         return {"old": old, "start": frames[0], "end": frames[1],
                 "only": _field(request, "only", str, "lips, upper or head"),
-                "constraints": constraints if "constraints" in request else None,
+                "constraints": constraints if request.get("constraints") is not None else None,
                 "settings_of": lambda changes: generator.settings({**known, **changes})}
 
     def _run_generate(self, job: GenerateJob, generator, audio, samples, sample_rate, settings, seeds, options,

@@ -114,10 +114,10 @@ def measure_constraints(generator, audio, old, fps, seed, sets, log=print) -> di
                            and figures["mouth_closed"]["max_lip_gap_mm"] <= LIP_GAP_TOLERANCE_MM
                            and abs(figures["key"]["value"] - key.value) <= KEY_TOLERANCE
                            and figures["eyes_open"]["max_blink"] <= BLINK_TOLERANCE)
-    log(f"mouth closed over {hold.describe()}: jaw <= {figures['mouth_closed']['max_jaw_rad']:.2e} rad, lip gap <= "
+    log(f"hold {hold.describe()}: jaw <= {figures['mouth_closed']['max_jaw_rad']:.2e} rad, lip gap <= "
         f"{figures['mouth_closed']['max_lip_gap_mm']:.2f} mm (the unconstrained take: up to "
         f"{figures['mouth_closed']['old_take_max_lip_gap_mm']:.1f} mm); key {key.describe()}: "
-        f"{figures['key']['value']:.4f}; eyes open over {eyes.describe()}: eyeBlink <= "
+        f"{figures['key']['value']:.4f}; hold {eyes.describe()}: eyeBlink <= "
         f"{figures['eyes_open']['max_blink']:.1e}; all within tolerance: {figures['kept']}")
     return figures
 
