@@ -11,6 +11,8 @@ Every time is taken here, in the client: from writing the request line to readin
 Figures (each the median of --repeats runs, the runs themselves in the JSON):
 - generate: 10 s of speech with 1 take, 10 s with 4 takes (one request, takes=4), 60 s with 1 take, against a
   warm service (the model loaded, one untimed generate done first);
+- range resample: a new take of RANGE_SECONDS in the middle of a take of the 60 s speech (a generate request
+  with from_take and range, docs/service_protocol.md), against the same warm service;
 - cold start: from spawning the process to its `ready` event, to the answer of `hello`, and to the answer of
   `load` (the model loaded); a fresh process each run;
 - the stages of a generate, estimated from the timing of its progress events (request, audio + encoding,
@@ -52,9 +54,11 @@ SHORT_SECONDS = 10.0
 LONG_SECONDS = 60.0
 MEMORY_SECONDS = (10.0, 60.0, 600.0)
 BATCH_TAKES = 4
+RANGE_SECONDS = 2.0
 
 # The issue's targets, in seconds. Cold start is "spawn to ready"; the model-loaded time is held to the same.
-TARGETS = {"generate_short_1": 1.0, "generate_short_4": 2.0, "cold_ready": 5.0, "cold_loaded": 5.0}
+TARGETS = {"generate_short_1": 1.0, "generate_short_4": 2.0, "cold_ready": 5.0, "cold_loaded": 5.0,
+           "range_resample": 0.3}
 BOUNDED_RATIO = 1.5  # 10 minutes of speech is "bounded" when its peak is at most this times the 60 s peak
 
 READY_TIMEOUT = 300.0
@@ -289,6 +293,24 @@ def measure_generate(client: ServiceClient, audio: Path, takes: int, repeats: in
     return figure
 
 
+def measure_range_resample(client: ServiceClient, audio: Path, repeats: int, folder: Path,
+                           seconds: float = RANGE_SECONDS) -> dict:
+    """One take of `audio` at 25 fps, then `repeats` range resamples of `seconds` in its middle (new seeds)."""
+    _, made, _ = client.ask("generate", audio=str(audio), out=str(folder / "range-old"))
+    old = made["takes"][0]
+    length = min(int(round(seconds * 25)), old["frames"] - 2)
+    start = (old["frames"] - length) // 2
+    times = []
+    for k in range(repeats):
+        took, result, _ = client.ask("generate", audio=str(audio), from_take=old["path"], range=[start, start + length],
+                                     seeds=[1000 + k], out=str(folder / f"range-{k}"))
+        if result.get("event") != "result":
+            raise BenchError(f"a range resample failed: {result.get('message', result)}")
+        times.append(took)
+    return {**summary(times), "range_frames": length, "take_frames": old["frames"],
+            "speech_seconds": _wav_seconds(audio)}
+
+
 def measure_memory(client: ServiceClient, audios: dict[float, Path], timeout: float) -> dict:
     """One generate (1 take) per audio in the warm service, the high-water mark reset before each: the peak
     resident memory of each, and whether the longest stays within BOUNDED_RATIO of the one for 60 s (or the
@@ -374,6 +396,8 @@ def run_bench(checkpoint: str | Path, device: str = "cpu", repeats: int = 5, thr
                                      ("generate_long_1", long_seconds, 1)):
             log(f"generate {seconds:g} s, {takes} take(s): {repeats} x ...")
             figures[name] = measure_generate(client, audios[seconds], takes, repeats)
+        log(f"range resample of {RANGE_SECONDS:g} s in a {long_seconds:g} s take: {repeats} x ...")
+        figures["range_resample"] = measure_range_resample(client, audios[long_seconds], repeats, folder)
         log(f"peak memory: one generate each of {', '.join(f'{s:g}' for s in sorted(memory_seconds))} s ...")
         figures["memory"] = measure_memory(client, {s: audios[s] for s in memory_seconds}, long_timeout)
         for name, target in TARGETS.items():
@@ -419,6 +443,8 @@ def format_report(results: dict, command_line: str) -> str:
     row(f"generate {short:g} s of speech, 1 take", f["generate_short_1"])
     row(f"generate {short:g} s of speech, {BATCH_TAKES} takes (1 request)", f["generate_short_4"])
     row(f"generate {long:g} s of speech, 1 take", f["generate_long_1"])
+    r = f["range_resample"]
+    row(f"range resample {r['range_frames'] / 25:g} s in a {r['speech_seconds']:g} s take", r)
     row("cold start: spawn -> ready", f["cold_ready"])
     row("cold start: spawn -> hello answered", f["cold_hello"])
     row("cold start: spawn -> model loaded", f["cold_loaded"])

@@ -131,6 +131,9 @@ def cmd_generate(args) -> int:
     outputs = scene_outputs(args)
     check_model_arguments(args)
     out = prepare_output_folder(args.out, "--out")
+    constraints, old_take = directing_arguments(args)
+    if old_take is not None:
+        fps = old_take.fps
     generator = Generator(args.checkpoint, args.head, args.device, args.max_seconds or None)
     changes = {name: getattr(args, name) for name in ("steps", "guidance", "emotion", "intensity", "smoothing")
                if getattr(args, name) is not None}
@@ -157,8 +160,13 @@ def cmd_generate(args) -> int:
 
                 planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
             refuse_existing(planned)
-            takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
-                                       end=args.end, callback=show_progress)
+            if old_take is not None:   # changes, not settings: the old take's settings are the base
+                takes = generator.resample_range(old_take, audio, *args.range, only=args.only, seeds=seeds,
+                                                 settings=changes, constraints=constraints or None,
+                                                 callback=show_progress)
+            else:
+                takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
+                                           end=args.end, callback=show_progress, constraints=constraints)
             written = [save_take(path, take) for path, take in zip(paths, takes)]
         except ThunderError as exc:
             failure = str(exc)
@@ -182,6 +190,27 @@ def cmd_generate(args) -> int:
             print(f"thunder: {audio}: {failure}", file=sys.stderr, flush=True)
             failed += 1
     return 1 if failed else 0
+
+
+def directing_arguments(args) -> tuple[list, object]:
+    """--hold, --key and --eyes-open as constraints, and --from-take (with --range and --only) as the take to
+    resample: checked before the model loads."""
+    from backend import directing
+    from backend.take_file import load_take
+
+    constraints = ([directing.parse_hold(text) for text in args.hold]
+                   + [directing.parse_hold(text, pose="eyes_open") for text in args.eyes_open]
+                   + [directing.parse_key(text) for text in args.key])
+    if args.from_take is None:
+        if args.range is not None or args.only is not None:
+            raise ThunderError("--range and --only resample part of a take: name it with --from-take OLD.npz")
+        return constraints, None
+    if args.range is None:
+        raise ThunderError("--from-take needs --range START:END, the take frames to sample anew")
+    if len(args.audio) != 1:
+        raise ThunderError("--from-take resamples one take: give the one audio file it was made from")
+    args.range = directing.parse_range(args.range)
+    return constraints, load_take(args.from_take)
 
 
 def cmd_demo(args) -> int:
@@ -303,6 +332,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=float, default=0.0, help="use the audio from this second")
     generate.add_argument("--end", type=float, help="use the audio up to this second (default: its end)")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    direct = generate.add_argument_group("directing (backend/directing.py; frames are the take's, from 0)")
+    direct.add_argument("--from-take", metavar="OLD.npz", help="resample a range of this take (made from the "
+                        "audio given): a new take, identical outside the range; its fps and settings are kept")
+    direct.add_argument("--range", metavar="START:END", help="with --from-take: the frames START .. END - 1")
+    direct.add_argument("--only", choices=("lips", "upper", "head"),
+                        help="with --from-take: resample only the lips, the upper face or the head")
+    direct.add_argument("--hold", action="append", default=[], metavar="POSE:START:END",
+                        help="hold mouth_closed, neutral or eyes_open over frames START .. END - 1 (repeatable)")
+    direct.add_argument("--key", action="append", default=[], metavar="NAME=VALUE@FRAME",
+                        help="an expression weight the take passes through, e.g. mouthSmileLeft=0.8@120")
+    direct.add_argument("--eyes-open", action="append", default=[], metavar="START:END",
+                        help="no blink over frames START .. END - 1 (--hold eyes_open:START:END)")
     add_scene_arguments(generate)
     add_model_arguments(generate)
     generate.set_defaults(run=cmd_generate)

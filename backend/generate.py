@@ -27,17 +27,18 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from backend.audio import MOTION_FPS, SAMPLE_RATE
+from backend.audio import MOTION_FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from backend.audio_io import AudioFileError, check_sample_rate, load_audio, to_mono_16k
 from backend.checkpoint import checkpoint_fingerprint
 from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
+from backend import directing
 from backend.flicker_filter import filter_takes
-from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
+from backend.frame_rate import check_fps, frames_for_seconds, interpolate_motion, resample_motion
 from backend.head import load_head, load_head_for_takes
 from backend.models import SHIPPED_THUNDER
-from backend.motion import unpack_motion
-from backend.take_sampling import SamplingSettings, sample_takes
+from backend.motion import pack_motion, unpack_motion
+from backend.take_sampling import KnownMotion, SamplingSettings, sample_takes
 from backend.take_file import Take
 from backend.thunder_model import check_model_head, load_model
 
@@ -220,12 +221,13 @@ class Generator:
 
     def generate(self, audio, takes: int = 1, seed: int = 0, settings: SamplingSettings | Mapping | None = None,
                  fps: float = MOTION_FPS, start: float = 0.0, end: float | None = None, seeds=None,
-                 callback: Callback = None, sample_rate: int = SAMPLE_RATE) -> list[Take]:
+                 callback: Callback = None, sample_rate: int = SAMPLE_RATE, constraints=None) -> list[Take]:
         """Sample takes for `audio` (a file path or samples): one per seed (`seeds`, or seed, seed + 1, ... for
         `takes`), all in one batch, at `fps`, over the seconds from `start` to `end` (default: the end).
 
         `callback(SamplerStep)` sees every sampler step (its index and total count the steps of all windows);
-        raising backend.diffusion.samplers.Cancelled in it stops between steps."""
+        raising backend.diffusion.samplers.Cancelled in it stops between steps. `constraints`: holds and keys
+        the takes keep (backend/directing.py; Constraint objects or their JSON), saved in their settings."""
         # 1. Everything about the request, before the audio is touched.
         if not isinstance(settings, SamplingSettings):
             settings = self.settings(settings)
@@ -233,22 +235,24 @@ class Generator:
             settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         fps = check_fps(fps)
         seeds = take_seeds(takes, seed, seeds)
+        constraints = _constraints(constraints)
 
         # 2. The audio, and the part of it asked for.
         speech = self.read_speech(audio, sample_rate)
         first, stop = _sample_range(speech, start, end)
         wave = speech.samples[first:stop]
+        n_frames = frames_for_seconds(len(wave) / SAMPLE_RATE, fps)
+        directing.check_constraints(constraints, n_frames, self.head.expression_names)
 
         # 3. Features, then every take in one batch, at 25 fps.
         features = self.model.encode(wave)
-        motion = sample_takes(self.model, features, seeds, settings, callback=callback).numpy()
-        motion = filter_takes(motion, self.takes_head, settings.smoothing)
-        if not np.isfinite(motion).all():
-            raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
-                                f"its checkpoint {self.checkpoint} may be damaged")
+        imposed = None
+        if constraints:
+            imposed = KnownMotion(*(torch.from_numpy(a) for a in directing.constraint_targets(
+                constraints, self.head.expression_names, fps, features.shape[0])))
+        motion = self._sample(features, seeds, settings, callback, imposed, speech)
 
         # 4. The scene's frame rate, and the record of how each take was made.
-        n_frames = frames_for_seconds(len(wave) / SAMPLE_RATE, fps)
         audio_record = {"sha256": speech.sha256, "hashed": speech.hashed, "file": speech.file,
                         "seconds": speech.seconds, "start": first / SAMPLE_RATE, "end": stop / SAMPLE_RATE}
         head_record = {"name": self.head.name, "identity": self.head.takes_identity}
@@ -257,9 +261,106 @@ class Generator:
             parts = unpack_motion(take_motion, self.model.n_expression)
             parts = resample_motion({k: np.ascontiguousarray(v) for k, v in parts.items()}, MOTION_FPS, fps,
                                     n_frames)
-            result.append(Take(**parts, fps=fps, seed=take_seed, settings=dataclasses.asdict(settings),
+            result.append(Take(**parts, fps=fps, seed=take_seed, settings=_settings_record(settings, constraints),
                                model=dict(self.model_identity), head=dict(head_record), audio=dict(audio_record)))
         return result
+
+    def _sample(self, features, seeds, settings, callback, imposed, speech) -> np.ndarray:
+        """Takes (K, T, D) at 25 fps: sampled, through the flicker filter, and with the imposed values (kept
+        frames, holds, keys) put back exactly where the filter moved them."""
+        motion = sample_takes(self.model, features, seeds, settings, callback=callback, imposed=imposed).numpy()
+        if not np.isfinite(motion).all():
+            raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
+                                f"its checkpoint {self.checkpoint} may be damaged")
+        motion = filter_takes(motion, self.takes_head, settings.smoothing)
+        if imposed is not None:
+            weight, target = imposed.weight.numpy()[None], imposed.target.numpy()[None]
+            motion = np.where(weight > 0, weight * target + (1.0 - weight) * motion, motion).astype(motion.dtype)
+        return motion
+
+    def resample_range(self, old: Take, audio, start: int, end: int, only: str | None = None, takes: int = 1,
+                       seed: int = 0, seeds=None, settings: SamplingSettings | Mapping | None = None,
+                       constraints=None, callback: Callback = None, sample_rate: int = SAMPLE_RATE) -> list[Take]:
+        """New takes that are `old` outside its frames start .. end - 1 and newly sampled inside them (only the
+        channels of `only`: "lips", "upper" or "head", when given), joining the kept frames at both edges.
+
+        audio: the audio `old` was made from (its hash is checked). settings: changes to old's sampling
+        settings. constraints: None keeps old's; a list (even empty) replaces them. Frames outside the range
+        (and the channels not resampled inside it) are old's, bit for bit."""
+        # 1. The request.
+        if old.head.get("identity") != self.head.takes_identity:
+            raise directing.DirectingError(f"the take was made for the head {old.head.get('identity')}, not for "
+                                           f"{self.head.takes_identity}, the head this service has loaded")
+        sampling, old_constraints = directing.split_take_settings(old.settings)
+        if not isinstance(settings, SamplingSettings):
+            known_fields = {k: v for k, v in sampling.items() if k in SamplingSettings.__dataclass_fields__}
+            settings = self.settings({**known_fields, **(settings or {})})
+        else:
+            settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
+        seeds = take_seeds(takes, seed, seeds)
+        constraints = old_constraints if constraints is None else _constraints(constraints)
+        groups = directing.channel_groups(self.head.expression_names)
+        if only is not None and only not in groups:
+            raise directing.DirectingError(f"unknown part '{only}' to resample; choose {', '.join(groups)}")
+        free_channels = groups[only] if only is not None else np.ones(self.model.denoiser.config.motion_dim, bool)
+        directing.check_constraints(constraints, old.n_frames, self.head.expression_names)
+
+        # 2. The audio: the very audio of the old take, and the model frames the range needs.
+        speech = self.read_speech(audio, sample_rate)
+        if speech.sha256 != old.audio.get("sha256"):
+            raise directing.DirectingError(f"{speech.file or 'the samples'} is not the audio the take was made from "
+                                           f"({old.audio.get('file') or 'samples'}, another sha256)")
+        first, stop = _sample_range(speech, old.audio["start"], old.audio["end"])
+        n_model = frames_for_seconds((stop - first) / SAMPLE_RATE, MOTION_FPS)
+        plan = directing.plan_range(start, end, old.n_frames, old.fps, n_model)
+
+        # 3. Features of the span (with audio either side, so its edges hear what a whole pass would), the
+        # old take at 25 fps as the kept values, then every new take in one batch.
+        pad = directing.RANGE_MARGIN
+        lo, hi = max(0, plan.lo - pad), min(n_model, plan.hi + pad)
+        wave = speech.samples[first + lo * SAMPLES_PER_FRAME: min(first + hi * SAMPLES_PER_FRAME, stop)]
+        features = self.model.encode(wave)[plan.lo - lo: plan.hi - lo]
+        old_parts = old.parts()
+        # The old take at 25 fps over the sampled frames only (the whole take at 24 fps would be all Slerp).
+        old_motion = np.zeros((n_model, self.model.denoiser.config.motion_dim), dtype=np.float32)
+        old_motion[plan.lo:plan.hi] = pack_motion(**interpolate_motion(
+            old_parts, np.arange(plan.lo, plan.hi) * old.fps / MOTION_FPS))
+        constraint_values = None
+        if constraints:
+            constraint_values = directing.constraint_targets(constraints, self.head.expression_names, old.fps,
+                                                             n_model)
+        target, weight = directing.range_known(plan, old_motion, free_channels, constraint_values)
+        imposed = KnownMotion(torch.from_numpy(target), torch.from_numpy(weight))
+        motion = self._sample(features, seeds, settings, callback, imposed, speech)
+
+        # 4. The range at the take's frame rate, spliced into the old take.
+        positions = np.arange(start, end, dtype=np.float64) * MOTION_FPS / old.fps - plan.lo
+        record = _settings_record(settings, constraints)
+        record["resampled_from"] = {"seed": old.seed, "start": start, "end": end, "only": only}
+        result = []
+        for take_seed, take_motion in zip(seeds, motion):
+            parts = unpack_motion(take_motion, self.model.n_expression)
+            new = interpolate_motion({k: np.ascontiguousarray(v) for k, v in parts.items()}, positions)
+            result.append(Take(**directing.splice_range(old_parts, new, plan, free_channels), fps=old.fps,
+                               seed=take_seed, settings=dict(record), model=dict(self.model_identity),
+                               head=dict(old.head), audio=dict(old.audio)))
+        return result
+
+
+def _constraints(items) -> list:
+    """Constraint objects, or their JSON (backend/directing.py), as Constraint objects."""
+    items = list(items or [])
+    if all(isinstance(item, directing.Constraint) for item in items):
+        return items
+    return directing.constraints_from_json(items)
+
+
+def _settings_record(settings: SamplingSettings, constraints) -> dict:
+    """A take's settings: the sampling settings, and its constraints when it has any."""
+    record = dataclasses.asdict(settings)
+    if constraints:
+        record["constraints"] = [c.to_json() for c in constraints]
+    return record
 
 
 def _sample_range(speech: SpeechAudio, start, end) -> tuple[int, int]:

@@ -54,7 +54,7 @@ REQUEST_FIELDS = {
     "hello": set(),
     "load": {"head", "checkpoint", "device"},
     "generate": {"audio", "samples", "sample_rate", "start", "end", "fps", "takes", "seed", "seeds", "settings",
-                 "out"},
+                 "out", "constraints", "from_take", "range", "only"},
     "cancel": {"target"},
     "head": {"head", "shape"},
     "shutdown": set(),
@@ -303,6 +303,11 @@ class Service:
 
     def on_cancel(self, request: dict) -> None:
         target = request.get("target")
+        # The target is echoed in the reply: a value no request id can be (Infinity, a list) is refused here,
+        # where it used to fail the reply's JSON as an internal error.
+        if target is not None and (isinstance(target, bool) or not isinstance(target, (int, str))):
+            raise RequestError(f"the cancel request's 'target' must be the id of a generate request (a whole "
+                               f"number or a string), not {json.dumps(target)[:80]}")
         job = self.job
         running = job is not None and (target is None or target == job.request_id)
         if running:
@@ -339,7 +344,13 @@ class Service:
                    "takes": _field(request, "takes", int, "a whole number", 1),
                    "seed": _field(request, "seed", int, "a whole number", 0),
                    "seeds": _field(request, "seeds", list, "a list of whole numbers")}
-        settings = generator.settings(_field(request, "settings", dict, "an object of sampling settings", {}))
+        changes = _field(request, "settings", dict, "an object of sampling settings", {})
+        options["constraints"] = _field(request, "constraints", list, "a list of constraint objects", [])
+        direct = self._range_request(request, generator, options)
+        if direct is not None:
+            settings = direct.pop("settings_of")(changes)
+        else:
+            settings = generator.settings(changes)
         options["fps"] = check_fps(options["fps"])
         seeds = take_seeds(options.pop("takes"), options.pop("seed"), options.pop("seeds"))
         self.generate_count += 1
@@ -352,12 +363,43 @@ class Service:
         job = GenerateJob(request["id"])
         job.thread = threading.Thread(target=self._run_generate, name=f"thunder-generate-{request['id']}",
                                       args=(job, generator, audio, samples, sample_rate, settings, seeds, options,
-                                            paths), daemon=True)
+                                            paths, direct), daemon=True)
         self.job = job
         job.thread.start()
 
+    @staticmethod
+    def _range_request(request: dict, generator, options: dict) -> dict | None:
+        """A generate request's "from_take", "range" and "only" (a range resample), checked now: None when it
+        has no "from_take". Its constraints are checked now too; with a take, None keeps the take's."""
+        from backend import directing
+        from backend.take_file import load_take
+
+        constraints = directing.constraints_from_json(options["constraints"])
+        take = _field(request, "from_take", str, "a take file path")
+        if take is None:
+            if request.get("range") is not None or request.get("only") is not None:
+                raise RequestError("the generate request's 'range' and 'only' resample part of a take: name it "
+                                   "in 'from_take'")
+            return None
+        given = [name for name in ("start", "end", "fps") if request.get(name) is not None]
+        if given:
+            raise RequestError(f"a generate request with 'from_take' keeps the take's audio range and frame rate; "
+                               f"leave out {', '.join(given)}")
+        frames = _field(request, "range", list, "[start, end] take frames")
+        if frames is None or len(frames) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                         for v in frames):
+            raise RequestError("a generate request with 'from_take' needs 'range': [start, end], whole take frames "
+                               "(start .. end - 1 are sampled anew)")
+        old = load_take(take)
+        sampling, _ = directing.split_take_settings(old.settings)
+        known = {k: v for k, v in sampling.items() if k in generator.default_settings.__dataclass_fields__}
+        return {"old": old, "start": frames[0], "end": frames[1],
+                "only": _field(request, "only", str, "lips, upper or head"),
+                "constraints": constraints if request.get("constraints") is not None else None,
+                "settings_of": lambda changes: generator.settings({**known, **changes})}
+
     def _run_generate(self, job: GenerateJob, generator, audio, samples, sample_rate, settings, seeds, options,
-                      paths) -> None:
+                      paths, direct=None) -> None:
         """The worker: audio, sampling with progress and cancel, the take files, then one final event."""
         from backend.diffusion.samplers import Cancelled
         from backend.take_file import save_take
@@ -374,8 +416,14 @@ class Service:
             self.send({"event": "progress", "id": job.request_id, "stage": "audio", "step": 0, "total": None})
             if samples is not None:
                 audio = _read_samples_file(samples)
-            takes = generator.generate(audio, seeds=seeds, settings=settings, callback=on_step,
-                                       sample_rate=sample_rate, **options)
+            if direct is not None:
+                takes = generator.resample_range(direct["old"], audio, direct["start"], direct["end"],
+                                                 only=direct["only"], seeds=seeds, settings=settings,
+                                                 constraints=direct["constraints"], callback=on_step,
+                                                 sample_rate=sample_rate)
+            else:
+                takes = generator.generate(audio, seeds=seeds, settings=settings, callback=on_step,
+                                           sample_rate=sample_rate, **options)
             if job.cancel.is_set():
                 raise Cancelled()
             for path, take in zip(paths, takes):

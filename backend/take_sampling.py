@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from backend.diffusion.denoisers import VPDenoiser
+from backend.diffusion.denoisers import KnownValueDenoiser, VPDenoiser
 from backend.diffusion.samplers import SAMPLERS, Callback, SamplerStep
 from backend.diffusion.schedules import karras_sigmas, timestep_sigmas
 from backend.errors import ThunderError
@@ -115,6 +115,16 @@ class GuidedNetwork:
         return x0
 
 
+@dataclasses.dataclass
+class KnownMotion:
+    """Values the sampler keeps (inpainting: a range resample's kept frames, a held pose, a keyed
+    expression): per frame and channel a target in the head's own units (denormalized packed motion) and a
+    weight in [0, 1], 1 imposing the target and 0 leaving the model free (backend/directing.py makes them)."""
+
+    target: torch.Tensor   # (T, D)
+    weight: torch.Tensor   # (T, D)
+
+
 def window_starts(n_frames: int, window: int, context: int) -> list[int]:
     """Start frames of the windows covering n_frames: each overlaps the previous one by `context` frames."""
     starts = [0]
@@ -125,9 +135,13 @@ def window_starts(n_frames: int, window: int, context: int) -> list[int]:
 
 @torch.no_grad()
 def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: SamplingSettings | None = None,
-                 style: torch.Tensor | None = None, callback: Callback = None) -> torch.Tensor:
+                 style: torch.Tensor | None = None, callback: Callback = None,
+                 imposed: KnownMotion | None = None) -> torch.Tensor:
     """Sample one take per seed for audio features (T, A). Returns denormalized packed motion (K, T, D) on
-    the CPU. `callback(SamplerStep)` sees every step; raising `Cancelled` in it stops between steps."""
+    the CPU. `callback(SamplerStep)` sees every step; raising `Cancelled` in it stops between steps.
+
+    `imposed` (T frames): values kept at every step (`KnownValueDenoiser`); frames known in every channel
+    are also handed to the network as known motion, as the previous window's context is."""
     settings = settings or SamplingSettings(**model.config.get("sampling", {}))
     settings.check(model.emotions, model.denoiser.config.max_frames)
     device, dim = model.device, model.denoiser.config.motion_dim
@@ -142,6 +156,12 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
     intensity = torch.full((n_takes,), float(settings.intensity), device=device)
     style = None if style is None else style.to(device).expand(n_takes, -1)
     out = torch.zeros(n_takes, n_frames, dim, device=device)
+    if imposed is not None:
+        if imposed.target.shape != (n_frames, dim) or imposed.weight.shape != (n_frames, dim):
+            raise ValueError(f"imposed values of shape {tuple(imposed.target.shape)} for {n_frames} frames of {dim}")
+        known_target = model.stats.normalize(imposed.target.to(device, torch.float32))
+        known_weight = imposed.weight.to(device, torch.float32).clamp(0, 1)
+        whole_frames = (known_weight == 1).all(-1)
     starts = window_starts(n_frames, settings.window, settings.context)
     for w, start in enumerate(starts):
         stop = min(start + settings.window, n_frames)
@@ -152,6 +172,13 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
         if keep_from:
             known[:, :keep_from] = out[:, start:start + keep_from]
             known_mask[:, :keep_from] = True
+        window_denoiser = denoiser
+        if imposed is not None:
+            whole = whole_frames[start:stop]
+            known[:, whole] = known_target[start:stop][whole]
+            known_mask[:, whole] = True
+            window_denoiser = KnownValueDenoiser(denoiser, known_target[None, start:stop],
+                                                 known_weight[None, start:stop])
         noise = torch.stack([torch.randn(length, dim, generator=g) for g in generators]).to(device)
         audio = features[start:stop][None].expand(n_takes, -1, -1)
         extra = {"audio": audio, "emotion": emotion, "intensity": intensity, "style": style,
@@ -162,7 +189,7 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
                 callback(dataclasses.replace(step, index=w * step.total + step.index,
                                              total=len(starts) * step.total))
 
-        x0 = SAMPLERS[settings.sampler](denoiser, noise * sigmas[0], sigmas, extra, report)
+        x0 = SAMPLERS[settings.sampler](window_denoiser, noise * sigmas[0], sigmas, extra, report)
         if keep_from:
             # Cross-fade the overlap: the new window re-makes the context frames it was given, close to but
             # not exactly the old ones; fading from old to new over them leaves no jump at either end.

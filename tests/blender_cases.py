@@ -862,6 +862,142 @@ def evaluated_vertices(mesh_object, frames):
     return {"local_file": str(path), "world": np.stack(world)}
 
 
+def _take_values(item):
+    """(T, C) every keyed channel of a take's action (shape keys, then bones), in a fixed order."""
+    channels = {**key_values(item.action, "KEY"), **key_values(item.action, "OBJECT")}
+    return np.stack([channels[name][1] for name in sorted(channels)], axis=1), sorted(channels)
+
+
+def _frame_speeds(world):
+    """(T - 1,) mean vertex move (mm) from each frame to the next."""
+    return np.linalg.norm(np.diff(world, axis=0), axis=-1).mean(-1) * 1000.0
+
+
+@case
+def directing(work_dir, args):
+    """Resample range (the preview range; then two markers, lips only) on a take at 24 fps: a new take, the old
+    one kept; outside the range (and outside the lips) every key equals the old take's, bit for bit; the seam
+    figure at both edges. Then Generate with the panel's constraints (mouth closed, a smile key, eyes open):
+    each kept on the keyed shape keys and the jaw, and saved in the take's settings, so Resample keeps them."""
+    thunder = install_extension(args["zip"])
+    api, scene = thunder.api, bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=1)
+    head = api.add_head()
+    takes = head.thunder.takes
+    api.generate(head, strip=strip.name, takes=1, seed=3)
+    old = takes[0]
+    old_values, channels = _take_values(old)
+    # No range chosen, a range off the take, a hold before the take: a sentence each, and nothing changes.
+    scene.use_preview_range = False
+    for call, words in ((lambda: api.resample_range(head), "choose the frames to resample"),
+                        (lambda: api.resample_range(head, 500, 600), "are not on Take 1"),
+                        (lambda: api.resample_range(head, 5, 9, only="ears"), "unknown part"),
+                        (lambda: api.generate(head, strip=strip.name, constraints=[
+                            {"kind": "hold", "pose": "neutral", "start": 0, "end": 5}]), "before the take's first")):
+        try:
+            call()
+            raise AssertionError(f"no error for {words}")
+        except thunder.api.ThunderError as exc:
+            check(words in str(exc), f"the sentence {exc!r} does not say {words!r}")
+        check(len(takes) == 1, f"a refused call changed the takes: {len(takes)}")
+    names = list(head.data["thunder_expression_names"])
+    lip_names = {f'key_blocks["{n}"].value' for n in names if n.startswith(("mouth", "jaw"))}
+    lip_channels = [k for k, c in enumerate(channels)
+                    if c[0] in lip_names or c[0].startswith(('key_blocks["pose.jaw.', 'pose.bones["jaw"]'))]
+    # A bone's location follows the expressed joints, which every expression moves: with the lips
+    # resampled alone, the other bones' locations may change too (their rotations may not).
+    locations = [k for k, c in enumerate(channels) if c[0].endswith(".location")]
+    result = {"frames": old.frames, "ranges": []}
+    mesh = head.thunder.mesh
+    all_frames = list(range(1, old.frames + 1))
+    old_speeds = _frame_speeds(evaluated_vertices(mesh, all_frames)["world"])
+    span = 11
+    ordinary = float(np.median([old_speeds[i:i + span].max() for i in range(len(old_speeds) - span + 1)]))
+    edges = []
+    for number, (first, last, only) in enumerate(((30, 77, None), (90, 120, "lips"))):
+        if only is None:
+            scene.use_preview_range = True
+            scene.frame_preview_start, scene.frame_preview_end = first, last
+        else:
+            scene.use_preview_range = False
+            for frame in (first, last):
+                scene.timeline_markers.new(f"m{frame}", frame=frame).select = True
+        check(api.scene_range() == (first, last), f"the range is {api.scene_range()}, not {(first, last)}")
+        api.activate_take(head, 0)
+        api.resample_range(head, only=only, seed=50 + number)
+        check(len(takes) == 2 + number, f"{len(takes)} takes after resample range {number + 1}")
+        new = takes[len(takes) - 1]
+        check(head.thunder.active_take == len(takes) - 1, "the new take does not play")
+        check(takes[0].action is not None and takes[0].file == old.file, "the old take was changed")
+        values, new_channels = _take_values(new)
+        check(new_channels == channels and len(values) == len(old_values), "the new take has other channels")
+        inside = np.zeros(values.shape, dtype=bool)
+        rows = slice(first - 1, last)   # frame f is row f - 1 (the strip starts at frame 1)
+        inside[rows, :] = only is None
+        if only is not None:
+            inside[rows, lip_channels] = True
+            inside[rows, locations] = True
+        check(np.array_equal(values[~inside], old_values[~inside]),
+              f"range {first}-{last} ({only}): keys outside the range differ from the old take's by "
+              f"{np.abs(values[~inside] - old_values[~inside]).max()}")
+        changed = np.abs(values[inside] - old_values[inside]).max()
+        check(changed > 1e-3, f"range {first}-{last}: nothing changed inside ({changed})")
+        speeds = _frame_speeds(evaluated_vertices(mesh, all_frames)["world"])
+        for edge in (first, last + 1):   # the moves into the range's first frame and out of its last
+            row = edge - 1
+            lo = max(0, row - 1 - span // 2)
+            edges.append(float(speeds[lo:lo + span].max()))
+        result["ranges"].append({"first": first, "last": last, "only": only, "name": new.name, "changed": float(changed)})
+        settings = json.loads(new.settings)
+        check(settings.get("resampled_from", {}).get("start") == first - 1, f"the take's record: {settings}")
+    result["seam"] = {"ordinary_mm": ordinary, "edges_mm": edges, "ratio": float(np.median(edges) / ordinary)}
+
+    # Constraints from the panel: the operator's path (scene.thunder.constraints).
+    scene.use_preview_range = False
+    for kind in ("hold", "key", "hold"):
+        bpy.ops.thunder.constraint_add(kind=kind)
+    closed, smile, eyes = scene.thunder.constraints
+    closed.pose, closed.start, closed.end = "mouth_closed", 20, 40
+    smile.expression, smile.value, smile.frame = "mouthSmileLeft", 0.8, 60
+    eyes.pose, eyes.start, eyes.end = "eyes_open", 10, 100
+    drawn = draw_panel_headless(thunder)
+    for element in (("operator", "thunder.resample_range"), ("operator", "thunder.constraint_add"),
+                    ("prop", "range_only")):
+        check(element in drawn, f"the panel does not draw {element}")
+    api.generate(head, strip=strip.name, takes=1, seed=9, constraints=api.scene_constraints())
+    constrained = takes[len(takes) - 1]
+    key = key_values(constrained.action, "KEY")
+    bones = key_values(constrained.action, "OBJECT")
+    opening = [n for n in ("mouthClose", "mouthFunnel", "mouthLowerDownLeft", "mouthLowerDownRight",
+                           "mouthUpperUpLeft", "mouthUpperUpRight") if n in names]
+    held = slice(20 - 1, 40)
+    worst_mouth = max(float(np.abs(key[(f'key_blocks["{n}"].value', 0)][1][held]).max()) for n in opening)
+    jaw_w = bones[('pose.bones["jaw"].rotation_quaternion', 0)][1][held]
+    worst_jaw = float(np.abs(1.0 - jaw_w).max())
+    smile_value = float(key[('key_blocks["mouthSmileLeft"].value', 0)][1][60 - 1])
+    blink = max(float(np.abs(key[(f'key_blocks["{n}"].value', 0)][1][10 - 1:100]).max())
+                for n in ("eyeBlinkLeft", "eyeBlinkRight"))
+    check(worst_mouth < 1e-5 and worst_jaw < 1e-6, f"mouth closed not kept: lips {worst_mouth}, jaw {worst_jaw}")
+    check(abs(smile_value - 0.8) < 1e-4, f"the smile key is {smile_value} at frame 60, not 0.8")
+    check(blink < 1e-5, f"the eyes blink ({blink}) during the eyes-open hold")
+    saved = json.loads(constrained.settings)["constraints"]
+    check(saved == [{"kind": "hold", "pose": "mouth_closed", "start": 19, "end": 40},
+                    {"kind": "key", "name": "mouthSmileLeft", "value": 0.8, "frame": 59},
+                    {"kind": "hold", "pose": "eyes_open", "start": 9, "end": 100}], f"saved constraints {saved}")
+    # Resample (new seeds for the takes not kept) keeps the take's constraints.
+    for item in takes:
+        item.kept = item != constrained
+    api.resample(head)
+    again = takes[len(takes) - 1]
+    check(again.seed != 9 and json.loads(again.settings)["constraints"] == saved, "resample lost the constraints")
+    key = key_values(again.action, "KEY")
+    check(abs(float(key[('key_blocks["mouthSmileLeft"].value', 0)][1][60 - 1]) - 0.8) < 1e-4,
+          "the resampled take does not keep the smile key")
+    result["constraints"] = {"mouth_max": worst_mouth, "jaw_max": worst_jaw, "smile": smile_value, "blink_max": blink}
+    return result
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     status = 1

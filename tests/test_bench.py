@@ -35,6 +35,7 @@ def test_the_bench_measures_every_figure_and_writes_them(tiny_model, tmp_path, m
         assert all(math.isfinite(x) and x > 0 for x in (figure["median"], figure["min"], figure["max"])), name
     assert figures["generate_short_4"]["takes"] == 4 and figures["generate_short_1"]["speech_seconds"] == 2.0
     assert figures["cold_ready"]["median"] <= figures["cold_loaded"]["median"]
+    assert figures["range_resample"]["range_frames"] == 50 and figures["range_resample"]["median"] > 0
     for name in ("generate_short_1", "generate_short_4", "generate_long_1"):
         stages = figures[name]["stages"]
         assert set(stages) == {"request", "audio_encode", "sampling", "steps", "takes_reply"}
@@ -57,9 +58,10 @@ def test_the_bench_measures_every_figure_and_writes_them(tiny_model, tmp_path, m
             "versions", "targets", "figures"} <= set(written)
     assert set(written["figures"]) == {"cold_ready", "cold_hello", "cold_loaded", "memory_after_load_mib",
                                        "first_generate", "generate_short_1", "generate_short_4", "generate_long_1",
-                                       "memory"}
+                                       "range_resample", "memory"}
     report = capsys.readouterr().out
     assert "python -m backend.bench --checkpoint" in report and "cold start: spawn -> ready" in report
+    assert "range resample 2 s in a 3 s take" in report
     assert "<= 1 s" in report and ("met" in report or "MISSED" in report)
 
 

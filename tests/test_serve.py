@@ -297,6 +297,16 @@ def test_bad_requests_give_an_error_event(service, speech, fields, code, words):
     assert_still_up(service)
 
 
+def test_a_cancel_target_no_id_can_be_is_a_bad_request(service):
+    """Infinity (or a list) as the target used to fail the reply's JSON: an internal error."""
+    service.requests.write('{"id": 71, "type": "cancel", "target": Infinity}\n')
+    service.requests.flush()
+    reply, _ = service.until(71)
+    assert reply["event"] == "error" and reply["code"] == "bad_request" and "'target'" in reply["message"], reply
+    assert service.ask("cancel", target=[1])["code"] == "bad_request"
+    assert_still_up(service)
+
+
 def test_unreadable_lines_and_unknown_requests_are_answered(service):
     service.requests.write("this is not json\n")
     service.requests.flush()

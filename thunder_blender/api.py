@@ -5,6 +5,9 @@
     thunder.api.generate(head, strip="voice", takes=4, emotion="happy")
     thunder.api.activate_take(head, 2)
     thunder.api.resample(head)                              # new seeds for every take not kept
+    thunder.api.resample_range(head, 120, 170, only="lips") # a new take, new inside frames 120..170 only
+    thunder.api.generate(head, strip="voice", constraints=[{"kind": "hold", "pose": "mouth_closed",
+                         "start": 40, "end": 60}, {"kind": "key", "name": "mouthSmileLeft", "value": 0.8, "frame": 120}])
     thunder.api.export(head, "/tmp/out", formats=("fbx", "usd"), every_take=True)
 
 In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
@@ -141,9 +144,10 @@ def resolve_head(head=None, context=None):
 # ---------------------------------------------------------------------------------------------- generate
 def generate(head=None, strip: str | None = None, audio_file: str | None = None, takes: int = 2, seed=None,
              emotion: str = "neutral", intensity: float = 1.0, guidance: float = 1.0, steps: int = 10,
-             replace_animation: bool = False, wait: bool | None = None, context=None):
+             replace_animation: bool = False, wait: bool | None = None, context=None, constraints=None):
     """Sample `takes` takes for a sound strip (by name) or an audio file, key them on the head, and play the
-    last. seed None draws random seeds; a number gives seed, seed + 1, ...
+    last. seed None draws random seeds; a number gives seed, seed + 1, ... constraints: holds and keys the
+    takes keep, in scene frames (`take_constraints`).
 
     Nothing is lost: takes are added beside the head's other takes; if the head plays animation that is not
     a Thunder take, generate refuses unless replace_animation, and then keeps that animation (fake user,
@@ -155,8 +159,18 @@ def generate(head=None, strip: str | None = None, audio_file: str | None = None,
     seeds = _seeds(takes, seed)
     settings = _checked_settings({"steps": steps, "guidance": guidance, "emotion": emotion,
                                   "intensity": intensity if emotion != "neutral" else 0.0})
+    direct = {"constraints": take_constraints(constraints, audio.frame_start)} if constraints else None
     return _start_generate(context, head, audio.path, audio.start, audio.end, audio.frame_start, audio.fps, seeds,
-                           settings, replace_animation, wait, replacing=[])
+                           settings, replace_animation, wait, replacing=[], extra=direct)
+
+
+def _head_with_takes(head, context):
+    """The head to resample (resolve_head, check_head), or ThunderError when it has no takes."""
+    head = resolve_head(head, context)
+    check_head(head)
+    if not len(head.thunder.takes):
+        raise ThunderError(f"{head.name} has no takes to resample; Generate first")
+    return head
 
 
 def resample(head=None, wait: bool | None = None, context=None):
@@ -164,11 +178,8 @@ def resample(head=None, wait: bool | None = None, context=None):
     takes arrive, so a failure loses nothing). With every take kept, one new take is added with the active
     take's settings."""
     context = context or bpy.context
-    head = resolve_head(head, context)
-    check_head(head)
+    head = _head_with_takes(head, context)
     thunder = head.thunder
-    if not len(thunder.takes):
-        raise ThunderError(f"{head.name} has no takes to resample; Generate first")
     replacing = [item.name for item in thunder.takes if not item.kept]
     model = thunder.takes[thunder.active_take] if thunder.active_take >= 0 else thunder.takes[0]
     if replacing:
@@ -181,12 +192,113 @@ def resample(head=None, wait: bool | None = None, context=None):
         settings = None
     if not isinstance(settings, dict):
         raise ThunderError(f"the settings of {model.name} are damaged; Generate again instead")
+    # The take's constraints go again (so Resample keeps them); where a range resample came from does not.
+    constraints = settings.pop("constraints", None)
+    settings.pop("resampled_from", None)
     settings = _checked_settings(settings, f"{model.name}'s ")
     seeds = _seeds(max(1, len(replacing)), None, avoid={item.seed for item in thunder.takes})
     end = model.audio_end if model.audio_end > model.audio_start else None
     fps = scene_fps(context.scene)
     return _start_generate(context, head, model.audio, model.audio_start, end, model.frame_start, fps, seeds,
-                           settings, True, wait, replacing=replacing)
+                           settings, True, wait, replacing=replacing,
+                           extra={"constraints": constraints} if constraints else None)
+
+
+# ---------------------------------------------------------------------------------------------- directing
+RANGE_PARTS = ("lips", "upper", "head")
+
+
+def take_constraints(constraints, frame_start: float) -> list[dict]:
+    """Constraints in scene frames, as the API and the panel give them, in the take format's frames (0: the
+    take's first frame; docs/take_format.md):
+
+        {"kind": "hold", "pose": "mouth_closed" | "neutral" | "eyes_open", "start": FIRST, "end": LAST}
+        {"kind": "key", "name": "mouthSmileLeft", "value": 0.8, "frame": FRAME}
+
+    A hold covers FIRST to LAST, both included, as Blender's frame ranges do. The backend checks the rest
+    (poses, names, values, frames past the take's end) and says what is wrong in one sentence."""
+    out = []
+    for item in constraints or []:
+        if not isinstance(item, dict) or item.get("kind") not in ("hold", "key"):
+            raise ThunderError(f"a constraint must be a dict with kind 'hold' or 'key', not {item!r}")
+        item = dict(item)
+        names = ("start", "end") if item["kind"] == "hold" else ("frame",)
+        for name in names:
+            frame = checked_number("frame", item.get(name), integer=True, low=-2**31, high=2**31,
+                                   label=f"the {item['kind']}'s {name}")
+            if frame < frame_start:
+                raise ThunderError(f"the {item['kind']} at frame {frame} is before the take's first frame "
+                                   f"{frame_start:g}")
+            item[name] = int(round(frame - frame_start)) + (1 if name == "end" else 0)
+        out.append(item)
+    return out
+
+
+def scene_constraints(context=None) -> list[dict]:
+    """The panel's constraints (scene.thunder.constraints) as the API takes them, in scene frames."""
+    context = context or bpy.context
+    out = []
+    for c in context.scene.thunder.constraints:
+        if c.kind == "hold":
+            out.append({"kind": "hold", "pose": c.pose, "start": c.start, "end": c.end})
+        else:
+            out.append({"kind": "key", "name": c.expression, "value": round(c.value, 6), "frame": c.frame})
+    return out
+
+
+def scene_range(context=None) -> tuple[int, int]:
+    """The frames Resample range uses: the timeline's preview range when it is on, else the two selected
+    markers (or the scene's only two markers). First and last frame, both included."""
+    scene = (context or bpy.context).scene
+    if scene.use_preview_range:
+        return scene.frame_preview_start, scene.frame_preview_end
+    markers = [m for m in scene.timeline_markers if m.select]
+    if len(markers) != 2:
+        markers = list(scene.timeline_markers) if len(scene.timeline_markers) == 2 else []
+    if not markers:
+        raise ThunderError("choose the frames to resample: turn on the timeline's preview range, or select two "
+                           "markers")
+    first, last = sorted(m.frame for m in markers)
+    return first, last
+
+
+def resample_range(head=None, start: int | None = None, end: int | None = None, only: str | None = None,
+                   constraints=None, take=None, seed=None, wait: bool | None = None, context=None):
+    """A new take that is the active take (or `take`, by index or name) outside frames start..end (scene
+    frames, both included; default: `scene_range`) and sampled anew inside them, joining both sides. only:
+    "lips", "upper" or "head" resamples that part alone. constraints: None keeps the take's own; a list (scene
+    frames, `take_constraints`) replaces them. seed None draws one. The old take is kept; the new one is added
+    and played."""
+    context = context or bpy.context
+    head = _head_with_takes(head, context)
+    thunder = head.thunder
+    index = _take_index(head, take) if take is not None else max(thunder.active_take, 0)
+    item = thunder.takes[index]
+    if start is None or end is None:
+        start, end = scene_range(context)
+    first = checked_number("frame", start, integer=True, low=-2**31, high=2**31, label="the range's first frame")
+    last = checked_number("frame", end, integer=True, low=-2**31, high=2**31, label="the range's last frame")
+    if last < first:
+        raise ThunderError(f"the range from frame {first} to {last} is empty")
+    take_first = max(0, int(round(first - item.frame_start)))
+    take_end = min(item.frames, int(round(last - item.frame_start)) + 1)
+    if take_end <= take_first:
+        raise ThunderError(f"frames {first} to {last} are not on {item.name} (its frames are {item.frame_start:g} "
+                           f"to {item.frame_start + item.frames - 1:g})")
+    if only not in (None, *RANGE_PARTS):
+        raise ThunderError(f"unknown part '{only}' to resample; choose {', '.join(RANGE_PARTS)} (or None: all)")
+    for path, what in ((item.file, "take file"), (item.audio, "audio")):
+        if not os.path.isfile(path):
+            raise AudioSourceError(f"the {what} of {item.name}, {path}, does not exist any more")
+    direct = {"from_take": item.file, "range": [take_first, take_end]}
+    if only is not None:
+        direct["only"] = only
+    if constraints is not None:
+        direct["constraints"] = take_constraints(constraints, item.frame_start)
+    seeds = _seeds(1, seed, avoid={t.seed for t in thunder.takes})
+    label = f"{item.name} {int(round(item.frame_start)) + take_first}-{int(round(item.frame_start)) + take_end - 1}"
+    return _start_generate(context, head, item.audio, None, None, item.frame_start, scene_fps(context.scene), seeds,
+                           {}, True, wait, replacing=[], extra=direct, label=label)
 
 
 def checked_number(name: str, value, integer: bool = False, low=None, high=None, label: str | None = None):
@@ -243,7 +355,7 @@ def takes_folder() -> Path:
 
 
 def _start_generate(context, head, audio_path, start, end, frame_start, fps, seeds, settings, replace_animation,
-                    wait, replacing):
+                    wait, replacing, extra=None, label=None):
     foreign = take_actions.foreign_animation(head)
     if foreign and not replace_animation:
         raise ThunderError(f"{head.name} already plays animation that is not a Thunder take ({', '.join(foreign)}); "
@@ -253,10 +365,12 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
     check_folder(out.parent, "the takes folder")   # before sampling: a folder that cannot take files is a sentence
     # The callbacks run later, from a timer: hold names, not the operator's context or its datablocks.
     head_name, scene_name = head.name, context.scene.name
-    request = {"type": "generate", "audio": audio_path, "start": float(start), "fps": fps,
-               "seeds": seeds, "settings": settings, "out": str(out)}
+    request = {"type": "generate", "audio": audio_path, "seeds": seeds, "settings": settings, "out": str(out)}
+    if not (extra or {}).get("from_take"):   # a range resample keeps its take's audio range and frame rate
+        request.update(start=float(start), fps=fps)
     if end is not None:
         request["end"] = float(end)
+    request.update(extra or {})
     added: list[str] = []
 
     def on_result(event):
@@ -300,7 +414,7 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
                 item = take_actions.replace_take(target, index, take, frame_start, thunder.batches, audio_path)
             else:
                 item = take_actions.add_take(target, take, frame_start, thunder.batches, audio_path,
-                                      label=_unique_label(thunder, None))
+                                      label=_unique_label(thunder, label))
             added.append(item.name)
         scene = bpy.data.scenes.get(scene_name)
         if scene is not None:

@@ -81,7 +81,7 @@ class THUNDER_OT_generate(bpy.types.Operator):
             audio_file=s.audio_file if s.audio_source == "FILE" else None, takes=s.takes,
             seed=s.seed if s.seed_mode == "FIXED" else None, emotion=s.emotion, intensity=s.intensity,
             guidance=s.guidance, steps=s.steps, replace_animation=s.replace_animation or self.replace_animation,
-            context=context))
+            context=context, constraints=api.scene_constraints(context) or None))
 
 
 class THUNDER_OT_cancel(bpy.types.Operator):
@@ -100,6 +100,53 @@ class THUNDER_OT_resample(bpy.types.Operator):
 
     def execute(self, context):
         return _run(self, lambda: api.resample(context.scene.thunder.head, context=context))
+
+
+class THUNDER_OT_resample_range(bpy.types.Operator):
+    bl_idname = "thunder.resample_range"
+    bl_label = "Resample Range"
+    bl_description = ("A new take: the active take outside the preview range (or two selected markers), sampled "
+                      "anew inside it; the panel's constraints, if any, replace the take's")
+
+    def execute(self, context):
+        s = context.scene.thunder
+        return _run(self, lambda: api.resample_range(
+            s.head, only=None if s.range_only == "ALL" else s.range_only,
+            constraints=api.scene_constraints(context) or None, context=context))
+
+
+class THUNDER_OT_constraint_add(bpy.types.Operator):
+    bl_idname = "thunder.constraint_add"
+    bl_label = "Add Constraint"
+    bl_description = "Add a hold (over the preview range, or a second from the current frame) or a key (at the current frame)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    kind: bpy.props.EnumProperty(items=[("hold", "Hold", ""), ("key", "Key", "")])
+
+    def execute(self, context):
+        scene = context.scene
+        item = scene.thunder.constraints.add()
+        item.kind = self.kind
+        if scene.use_preview_range:
+            item.start, item.end = scene.frame_preview_start, scene.frame_preview_end
+        else:
+            item.start, item.end = scene.frame_current, scene.frame_current + round(scene.render.fps)
+        item.frame = scene.frame_current
+        return {"FINISHED"}
+
+
+class THUNDER_OT_constraint_remove(bpy.types.Operator):
+    bl_idname = "thunder.constraint_remove"
+    bl_label = "Remove Constraint"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: bpy.props.IntProperty()
+
+    def execute(self, context):
+        constraints = context.scene.thunder.constraints
+        if 0 <= self.index < len(constraints):
+            constraints.remove(self.index)
+        return {"FINISHED"}
 
 
 class _TakeOperator:
@@ -175,7 +222,8 @@ class THUNDER_OT_export(bpy.types.Operator):
 
 classes = (THUNDER_OT_backend_start, THUNDER_OT_backend_stop, THUNDER_OT_add_head, THUNDER_OT_generate,
            THUNDER_OT_cancel, THUNDER_OT_resample, THUNDER_OT_take_activate, THUNDER_OT_take_delete,
-           THUNDER_OT_take_keep, THUNDER_OT_take_rename, THUNDER_OT_export)
+           THUNDER_OT_take_keep, THUNDER_OT_take_rename, THUNDER_OT_export, THUNDER_OT_resample_range,
+           THUNDER_OT_constraint_add, THUNDER_OT_constraint_remove)
 
 
 def menu_add_head(self, context):

@@ -67,6 +67,23 @@ class ThunderHead(bpy.types.PropertyGroup):
     original_armature_action: bpy.props.PointerProperty(type=bpy.types.Action)
 
 
+class ThunderConstraint(bpy.types.PropertyGroup):
+    """A constraint of the panel, in scene frames (api.py turns it into the take format's, docs/take_format.md)."""
+    kind: bpy.props.EnumProperty(name="Kind", items=[
+        ("hold", "Hold", "Hold a pose over frames From to To"),
+        ("key", "Key", "An expression weight the take passes through at one frame")])
+    pose: bpy.props.EnumProperty(name="Pose", items=[
+        ("mouth_closed", "Mouth closed", "Jaw and lips closed (a smile may still play)"),
+        ("neutral", "Neutral", "The face at rest (the head still moves)"),
+        ("eyes_open", "Eyes open", "No blink")])
+    start: bpy.props.IntProperty(name="From", description="First frame of the hold (scene frame)")
+    end: bpy.props.IntProperty(name="To", description="Last frame of the hold (scene frame, included)")
+    expression: bpy.props.StringProperty(name="Expression", default="mouthSmileLeft",
+                                         description="The expression (shape key) to key, e.g. mouthSmileLeft")
+    value: bpy.props.FloatProperty(name="Value", default=0.8, min=-1.0, max=1.0)
+    frame: bpy.props.IntProperty(name="Frame", description="The frame of the key (scene frame)")
+
+
 def _is_head(self, obj):
     return obj.type == "ARMATURE" and obj.thunder.is_head
 
@@ -98,9 +115,14 @@ class ThunderSettings(bpy.types.PropertyGroup):
     export_abc: bpy.props.BoolProperty(name="Alembic", default=True)
     export_usd: bpy.props.BoolProperty(name="USD", default=True)
     export_all: bpy.props.BoolProperty(name="Every take", description="One file per take and format")
+    constraints: bpy.props.CollectionProperty(type=ThunderConstraint)
+    range_only: bpy.props.EnumProperty(
+        name="Part", description="What Resample range samples anew inside the range",
+        items=[("ALL", "All", "The whole face and head"), ("lips", "Lips", "The lips and jaw only"),
+               ("upper", "Upper face", "Brows, eyes, cheeks and nose only"), ("head", "Head", "The head motion only")])
 
 
-classes = (ThunderTake, ThunderHead, ThunderSettings)
+classes = (ThunderTake, ThunderHead, ThunderConstraint, ThunderSettings)
 
 
 def register():

@@ -110,6 +110,8 @@ def draw_panel(layout, context) -> None:
             layout.label(text=f"{item.frames} frames from {item.frame_start:g}, guidance {item.guidance:g}, "
                               f"{item.steps} steps")
 
+        draw_directing(layout, context)
+
         box = layout.box()
         box.label(text="Export", icon="EXPORT")
         box.prop(settings, "export_folder", text="")
@@ -119,6 +121,36 @@ def draw_panel(layout, context) -> None:
         row.prop(settings, "export_usd", toggle=True)
         box.prop(settings, "export_all")
         box.operator("thunder.export")
+
+
+def draw_directing(layout, context) -> None:
+    """Constraints (Generate and Resample range keep them) and Resample range."""
+    settings = context.scene.thunder
+    box = layout.box()
+    box.label(text="Direct", icon="CON_ACTION")
+    for index, item in enumerate(settings.constraints):
+        row = box.row(align=True)
+        row.prop(item, "kind", text="")
+        if item.kind == "hold":
+            row.prop(item, "pose", text="")
+            row.prop(item, "start", text="")
+            row.prop(item, "end", text="")
+        else:
+            row.prop(item, "expression", text="")
+            row.prop(item, "value", text="")
+            row.prop(item, "frame", text="")
+        row.operator("thunder.constraint_remove", text="", icon="X").index = index
+    row = box.row(align=True)
+    row.operator("thunder.constraint_add", text="Hold", icon="ADD").kind = "hold"
+    row.operator("thunder.constraint_add", text="Key", icon="ADD").kind = "key"
+    row = box.row(align=True)
+    row.prop(settings, "range_only", text="")
+    row.operator("thunder.resample_range", icon="ARROW_LEFTRIGHT")
+    try:
+        first, last = api.scene_range(context)
+        box.label(text=f"Range: frames {first} to {last}")
+    except api.USER_ERRORS:
+        box.label(text="Range: set a preview range or select two markers")
 
 
 class _ThunderPanel:

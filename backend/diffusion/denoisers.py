@@ -25,3 +25,23 @@ class VPDenoiser(torch.nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
         scale = (1 + sigma**2).rsqrt().reshape(-1, *([1] * (x.ndim - 1)))
         return self.network(x * scale, self.timestep(sigma), **extra)
+
+
+class KnownValueDenoiser(torch.nn.Module):
+    """Inpainting: a denoiser whose x0 keeps known values. `weight` (same shape as x, in [0, 1]) mixes the
+    `target` into the wrapped denoiser's prediction: x0 = weight * target + (1 - weight) * denoiser(x, sigma).
+
+    Why the estimate and not x: every sampler here steps x towards its x0 (x' = x0 + (sigma'/sigma)(x - x0)
+    for DDIM, the same with a mixed x0 for DPM-Solver++ and Heun), so where weight is 1, x - target shrinks
+    by sigma'/sigma each step: the known values ride the very noise the sampler started from, at the level of
+    the current sigma (RePaint's re-noising, with no fresh noise to fight), and come out exact at sigma 0. The
+    network thus sees, at every step, known frames as noisy as the free ones beside them, and predicts the
+    free ones to join them: no seam at the edges, where pasting clean values would show it frames unlike
+    any it was trained on."""
+
+    def __init__(self, denoiser, target: torch.Tensor, weight: torch.Tensor):
+        super().__init__()
+        self.denoiser, self.target, self.weight = denoiser, target, weight
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, **extra) -> torch.Tensor:
+        return torch.lerp(self.denoiser(x, sigma, **extra), self.target, self.weight)
