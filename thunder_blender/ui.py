@@ -149,7 +149,7 @@ def draw_directing(layout, context) -> None:
     try:
         first, last = api.scene_range(context)
         box.label(text=f"Range: frames {first} to {last}")
-    except api.USER_ERRORS:
+    except api.ThunderError:
         box.label(text="Range: set a preview range or select two markers")
 
 
