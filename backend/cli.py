@@ -235,6 +235,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_arkit(args) -> int:
+    """A take file as the Live Link Face app's CSV and a JSON of ARKit weights (backend/arkit_export.py)."""
+    from backend.arkit_export import write_arkit_files
+
+    for path in write_arkit_files(args.take, args.csv, args.json, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from backend.service import serve_stdio
 
@@ -315,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(demo)
     demo.set_defaults(run=cmd_demo)
+
+    arkit = commands.add_parser("arkit", help="a take as per-frame ARKit weights: a Live Link Face CSV (Unreal) "
+                                              "and a JSON")
+    arkit.add_argument("take", help="a take file (.npz) of the built-in head")
+    arkit.add_argument("--csv", help="the CSV to write (default: <take>.arkit.csv beside the take)")
+    arkit.add_argument("--json", help="the JSON to write (default: <take>.arkit.json beside the take)")
+    arkit.add_argument("--overwrite", action="store_true", help="replace existing files")
+    arkit.set_defaults(run=cmd_arkit)
 
     serve = commands.add_parser("serve", help="the service for the Blender add-on: JSON lines on stdin/stdout "
                                               "(docs/service_protocol.md)")

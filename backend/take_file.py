@@ -18,32 +18,18 @@ checks it with the one rule the add-on checks it with too (thunder_blender/take_
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from backend.addon_rules import addon_module
 from backend.errors import ThunderError
 from backend.files import refuse_existing, write_atomically
 
-def _load_take_rule():
-    """thunder_blender/take_file.py, the take format's one validation rule (numpy and the standard library
-    only), loaded from its file: the backend imports no module of the add-on (tests/test_import_rules.py), but
-    reads takes with the add-on's own rule, so both sides accept the same takes."""
-    package = importlib.util.find_spec("thunder_blender")  # finds the folder without running the package
-    if package is None or not package.submodule_search_locations:
-        raise ImportError("the thunder_blender package (which holds the take format's rule) is not installed")
-    location = Path(next(iter(package.submodule_search_locations))) / "take_file.py"
-    spec = importlib.util.spec_from_file_location("backend._take_rule", location)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-take_rule = sys.modules.get("backend._take_rule") or _load_take_rule()
+# thunder_blender/take_file.py, the take format's one validation rule, loaded from its file (backend/addon_rules.py):
+# the backend reads takes with the add-on's own rule, so both sides accept the same takes.
+take_rule = addon_module("take_file")
 TAKE_FORMAT, TAKE_VERSION, PART_WIDTHS = take_rule.TAKE_FORMAT, take_rule.TAKE_VERSION, take_rule.PART_WIDTHS
 META_KEYS = ("fps", "seed", "settings", "model", "head", "audio")  # the Take's fields besides its parts
 
