@@ -134,3 +134,13 @@ def test_untrusted_heads_takes_folders_and_numbers_are_sentences(python, extensi
     for sentence in said.values():
         assert "Traceback" not in sentence and "\n" not in sentence, sentence
     print("\n".join(f"{what}: {sentence}" for what, sentence in said.items()))
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_an_arkit_character_plays_the_takes(python, extension_zip, short_voice, tmp_path):
+    """issue 15 section 2: a UV-sphere character with 20 ARKit shape keys in other spellings and a rigged jaw,
+    eyes and head follows 2 takes, Resample and switching; FBX and the Live Link CSV hold the takes' values."""
+    result = run_in_blender("arkit_character", python, tmp_path,
+                            {"zip": str(extension_zip), "wav": str(short_voice)}, timeout=600)
+    assert len(result["missing"]) == 32 and abs(result["calibrated_angle"] - 0.25) < 1e-4
+    assert result["fbx_error"] < 1e-4 and result["csv_error"] < 1e-5

@@ -8,10 +8,11 @@ class ThunderError(Exception):
 
 def __getattr__(name):
     """USER_ERRORS: what the add-on's callers catch as "the user's problem": every add-on error, and the take
-    reader's own TakeReadError (take_file.py is also loaded by path from the backend, so its error cannot
-    derive from ThunderError). Built on first use, so that importing ThunderError needs no numpy."""
+    reader's own TakeReadError and the ARKit rule's ArkitError (take_file.py and arkit.py are also loaded by path
+    from the backend, so their errors cannot derive from ThunderError). Built on first use, so that importing ThunderError needs no numpy."""
     if name == "USER_ERRORS":
+        from .arkit import ArkitError
         from .take_file import TakeReadError
 
-        return (ThunderError, TakeReadError)
+        return (ThunderError, TakeReadError, ArkitError)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
