@@ -9,15 +9,16 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from backend import cli
 from backend.arkit_export import arkit as backend_arkit
 from backend.take_file import Take, save_take
+from test_properties import examples
 from thunder_blender import arkit, rig_math
 
-EXAMPLES = settings(max_examples=200, deadline=None)
+EXAMPLES = examples(200)   # the project's Hypothesis profiles (tests/test_properties.py): ten times as many in `thorough`
 
 
 # ---------------------------------------------------------------------------------------------- names
