@@ -149,22 +149,31 @@ def cmd_generate(args) -> int:
             bar = bar or ProgressBar(step.total, Path(audio).name)
             bar.update(step.index + 1)
 
-        written, failure = [], None
+        written, arkit_files, failure = [], [], None
         try:
             planned = list(paths)
             if outputs:
                 from backend.blender.scene import scene_output_paths
 
                 planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
+            if args.arkit:
+                from backend.arkit_export import arkit_paths
+
+                planned += [p for path in paths for p in arkit_paths(path)]
             refuse_existing(planned)
             takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
                                        end=args.end, callback=show_progress)
             written = [save_take(path, take) for path, take in zip(paths, takes)]
+            if args.arkit:
+                from backend.arkit_export import write_arkit_files
+
+                for path in written:
+                    arkit_files += write_arkit_files(path, head=generator.head)
         except ThunderError as exc:
             failure = str(exc)
         if bar:
             bar.close()
-        for path in written:
+        for path in written + arkit_files:
             print(path, flush=True)
         if written and outputs:
             from backend.blender.scene import write_take_scene
@@ -309,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=float, default=0.0, help="use the audio from this second")
     generate.add_argument("--end", type=float, help="use the audio up to this second (default: its end)")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
+    generate.add_argument("--arkit", action="store_true", help="also write each take as ARKit weights: a Live Link "
+                                                             "Face CSV and a JSON beside it (as `thunder arkit`)")
     add_scene_arguments(generate)
     add_model_arguments(generate)
     generate.set_defaults(run=cmd_generate)

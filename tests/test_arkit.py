@@ -282,3 +282,29 @@ def test_thunder_arkit_writes_the_csv_and_json_of_a_take(head, tmp_path, capsys)
     assert "does not exist" in capsys.readouterr().err
     assert cli.main(["arkit", str(path), "--csv", str(tmp_path / "no" / "x.csv"), "--json", str(tmp_path / "y.json")]) == 2
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "y.json").exists()
+
+
+def test_thunder_generate_arkit_writes_each_takes_arkit_files(tiny_model, head, tmp_path, capsys):
+    from generation_fixtures import write_speech
+
+    from backend.take_file import load_take
+
+    speech = write_speech(tmp_path / "hi.wav", 1.0)
+    status = cli.main(["generate", str(speech), "--out", str(tmp_path / "out"), "--takes", "2", "--steps", "1",
+                       "--checkpoint", str(tiny_model), "--device", "cpu", "--quiet", "--arkit"])
+    assert status == 0, capsys.readouterr().err
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["hi.take1.seed0.arkit.csv", "hi.take1.seed0.arkit.json", "hi.take1.seed0.npz",
+                     "hi.take2.seed1.arkit.csv", "hi.take2.seed1.arkit.json", "hi.take2.seed1.npz"]
+    assert sorted(capsys.readouterr().out.split()) == sorted(str(tmp_path / "out" / n) for n in names)
+    take = load_take(tmp_path / "out" / "hi.take2.seed1.npz")
+    rows = list(csv.reader((tmp_path / "out" / "hi.take2.seed1.arkit.csv").open()))
+    assert len(rows) == take.n_frames + 1
+    blink = rows[0].index("EyeBlinkLeft")
+    np.testing.assert_allclose([float(r[blink]) for r in rows[1:]],
+                               np.clip(take.expression[:, list(head.expression_names).index("eyeBlinkLeft")], 0, 1),
+                               atol=1e-6)
+    # Again: the ARKit files (and takes) exist, so nothing is written.
+    assert cli.main(["generate", str(speech), "--out", str(tmp_path / "out"), "--takes", "2", "--steps", "1",
+                     "--checkpoint", str(tiny_model), "--device", "cpu", "--quiet", "--arkit"]) == 1
+    assert "already exists" in capsys.readouterr().err
