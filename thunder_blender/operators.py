@@ -181,64 +181,62 @@ def _character(context):
     return mesh
 
 
-class THUNDER_OT_character_drive(bpy.types.Operator):
+class _CharacterOperator:
+    """An operator on the panel's character: `act(mesh)` does it; a user error is a report and changes nothing."""
+
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, lambda: self.act(_character(context)))
+
+
+class THUNDER_OT_character_drive(_CharacterOperator, bpy.types.Operator):
     bl_idname = "thunder.character_drive"
     bl_label = "Drive Character"
     bl_description = "Play every take of the head on the character, through its ARKit shape keys and bones"
-    bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context):
-        def drive():
-            mesh = _character(context)
-            b = mesh.thunder_character
-            api.drive_character(mesh, context.scene.thunder.head, b.armature, b.jaw_bone, b.eye_left_bone,
-                                b.eye_right_bone, b.head_bone, b.head_target, b.head_strength)
-        return _run(self, drive)
+    def act(self, mesh):
+        b = mesh.thunder_character
+        api.drive_character(mesh, bpy.context.scene.thunder.head, b.armature, b.jaw_bone, b.eye_left_bone,
+                            b.eye_right_bone, b.head_bone, b.head_target, b.head_strength)
 
 
-class THUNDER_OT_character_update(bpy.types.Operator):
+class THUNDER_OT_character_update(_CharacterOperator, bpy.types.Operator):
     bl_idname = "thunder.character_update"
     bl_label = "Update Character"
     bl_description = "Key the takes on the character again (after changing its mapping, bones or calibration)"
-    bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context):
-        return _run(self, lambda: api.update_character(_character(context)))
+    def act(self, mesh):
+        api.update_character(mesh)
 
 
-class THUNDER_OT_character_match(bpy.types.Operator):
+class THUNDER_OT_character_match(_CharacterOperator, bpy.types.Operator):
     bl_idname = "thunder.character_match"
     bl_label = "Match Shape Keys"
     bl_description = "Match the character's shape keys to ARKit's 52 names again (forgiving case, separators, prefixes)"
-    bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context):
-        def rematch():
-            mesh = _character(context)
-            character.match(mesh)
-            if mesh.thunder_character.is_character:
-                api.update_character(mesh)
-        return _run(self, rematch)
+    def act(self, mesh):
+        character.match(mesh)
+        if mesh.thunder_character.is_character:
+            api.update_character(mesh)
 
 
-class THUNDER_OT_character_release(bpy.types.Operator):
+class THUNDER_OT_character_release(_CharacterOperator, bpy.types.Operator):
     bl_idname = "thunder.character_release"
     bl_label = "Release Character"
     bl_description = "Stop driving the character; its own animation plays again"
-    bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context):
-        return _run(self, lambda: api.release_character(_character(context)))
+    def act(self, mesh):
+        api.release_character(mesh)
 
 
-class THUNDER_OT_character_calibrate(bpy.types.Operator):
+class THUNDER_OT_character_calibrate(_CharacterOperator, bpy.types.Operator):
     bl_idname = "thunder.character_calibrate"
     bl_label = "Calibrate Jaw"
     bl_description = "Measure how far the character's jawOpen shape key turns the jaw, so it opens as far as the built-in head's"
-    bl_options = {"REGISTER", "UNDO"}
 
-    def execute(self, context):
-        return _run(self, lambda: api.calibrate_character_jaw(_character(context)))
+    def act(self, mesh):
+        api.calibrate_character_jaw(mesh)
 
 
 class _MappingFile:
