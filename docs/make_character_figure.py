@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "character_take_frames.png")
     parser.add_argument("--columns", type=int, default=2)
-    parser.add_argument("--resolution", type=int, default=900)
+    parser.add_argument("--resolution", type=int, default=640)
     args = parser.parse_args(argv)
 
     import torch
