@@ -461,6 +461,23 @@ def arkit_character(work_dir, args):
     mesh, rig = _make_character(scene)
     arkit = importlib.import_module(f"{MODULE}.arkit")
 
+    # Bad choices are one sentence each and change nothing.
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    for attempt, words in ((lambda: api.drive_character(cube, head), "has no shape keys"),
+                           (lambda: api.drive_character(mesh, head, armature=rig, jaw_bone="chin"), "no bone 'chin'"),
+                           (lambda: api.drive_character(mesh, head, head_target="BONE"), "choose the head"),
+                           (lambda: api.drive_character(head.thunder.mesh, head), "the Thunder head's own mesh"),
+                           (lambda: api.drive_character(mesh, head, mapping={"jawOpen": "nope"}), "no shape key 'nope'"),
+                           (lambda: api.export_character(mesh, str(work_dir / "x")), "not driven")):
+        try:
+            attempt()
+            check(False, f"{words}: accepted")
+        except api.USER_ERRORS as error:
+            check(words in str(error), f"the sentence {error} does not say {words!r}")
+    check(not mesh.thunder_character.is_character and not mesh.thunder_character.jaw_bone
+          and mesh.data.shape_keys.animation_data is None, "a refused Drive character changed the character")
+
     # A partial set, matched however it is spelled; what is missing is listed.
     missing = api.drive_character(mesh, head, armature=rig, jaw_bone="jaw", eye_left_bone="eye.L",
                                   eye_right_bone="eye.R", head_bone="head", head_target="BONE", head_strength=0.5)

@@ -152,6 +152,12 @@ def bind(mesh, head, armature=None, jaw_bone: str = "", eye_left_bone: str = "",
         if previous_mapping or len(binding.mapping):
             set_mapping(mesh, previous_mapping)
         raise
+    old_head = before["head"]
+    if binding.is_character and old_head is not None and old_head != head:   # it leaves its old head's takes
+        for item in old_head.thunder.takes:
+            if item.action is not None:
+                _remove_slots(item.action, mesh)
+        _assign(mesh, None)
     if not binding.is_character:
         _keep_original_animation(mesh)
         binding.rest_rotation = _rest_quaternion(_rig_object(mesh) or mesh)
