@@ -154,10 +154,10 @@ def bind(mesh, head, armature=None, jaw_bone: str = "", eye_left_bone: str = "",
         raise
     old_head = before["head"]
     if binding.is_character and old_head is not None and old_head != head:   # it leaves its old head's takes
+        _assign(mesh, None)
         for item in old_head.thunder.takes:
             if item.action is not None:
                 _remove_slots(item.action, mesh)
-        _assign(mesh, None)
     if not binding.is_character:
         _keep_original_animation(mesh)
         binding.rest_rotation = _rest_quaternion(_rig_object(mesh) or mesh)
@@ -180,11 +180,11 @@ def release(mesh) -> None:
     """Stop driving the character: its slots leave every take and its own animation plays again."""
     binding = mesh.thunder_character
     head = binding.head
+    _assign(mesh, None)
     if head is not None:
         for item in head.thunder.takes:
             if item.action is not None:
                 _remove_slots(item.action, mesh)
-    _assign(mesh, None)
     binding.is_character = False
     binding.head = None
     _restore_original(mesh)
@@ -204,6 +204,7 @@ def _read_takes(head) -> list:
 def _rekey(mesh, takes) -> None:
     head = mesh.thunder_character.head
     expression_names = list(head.data["thunder_expression_names"])
+    _assign(mesh, None)   # nothing plays a slot while it is replaced
     for item, take in zip(head.thunder.takes, takes):
         if item.action is None:
             continue
@@ -268,20 +269,19 @@ def key_character(action, mesh, parts: dict, expression_names, frames: np.ndarra
             values = np.zeros_like(values)   # the jaw bone opens the mouth; the shape stays shut
         _write_fcurve(key_curves, f'key_blocks["{_path(key)}"].value', 0, frames, values)
     rig = _rig_object(mesh)
-    if rig is None:
-        return
-    curves = compat.slot_fcurves(action, compat.new_slot(action, "OBJECT", binding.slot_name))
     strength = float(binding.head_strength)
     eyes = np.asarray(parts["eyes"], dtype=np.float64)
     turns = [(binding.jaw_bone, parts["jaw"]), (binding.eye_left_bone, eyes[:, :3]),
              (binding.eye_right_bone, eyes[:, 3:])]
     if binding.head_target == "BONE":
         turns.append((binding.head_bone, strength * np.asarray(parts["neck"], dtype=np.float64)))
+    turns = [(bone, axis_angle) for bone, axis_angle in turns if bone]
+    if rig is None or not (turns or binding.head_target == "OBJECT"):
+        return   # nothing to key on an object: the rig (another mesh of the character may drive it) is left alone
+    curves = compat.slot_fcurves(action, compat.new_slot(action, "OBJECT", binding.slot_name))
     if rig.type == "ARMATURE":
         armature_world = _rotation_part(rig.matrix_world)
         for bone, axis_angle in turns:
-            if not bone:
-                continue
             rest = armature_world @ _rotation_part(rig.data.bones[bone].matrix_local)
             quaternions = rig_math.axis_angle_to_quaternion(bone_axis_angles(axis_angle, rest))
             rig.pose.bones[bone].rotation_mode = "QUATERNION"
@@ -323,8 +323,11 @@ def _assign(mesh, action) -> None:
     if keys is not None:
         compat.assign(keys, action if "KEY" in slots else None, slots.get("KEY"))
     rig = _rig_object(mesh)
-    if rig is not None and ("OBJECT" in slots or action is None or _is_take(compat.assigned_action(rig))):
-        compat.assign(rig, action if "OBJECT" in slots else None, slots.get("OBJECT"))
+    if rig is not None and "OBJECT" in slots:
+        compat.assign(rig, action, slots["OBJECT"])
+    elif rig is not None and action is None and compat.assigned_action(rig) is not None \
+            and _slots(compat.assigned_action(rig), mesh):
+        compat.assign(rig, None, None)   # it played this character's take
 
 
 def _is_take(action) -> bool:
