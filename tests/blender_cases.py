@@ -394,6 +394,13 @@ def compat_curves(mesh):
     return _fcurves(mesh.data.shape_keys)
 
 
+def _take_parts(head, index):
+    """(parts, expression names) of take `index` of `head`, from its take file."""
+    with np.load(head.thunder.takes[index].file, allow_pickle=False) as npz:
+        parts = {name: npz[name].astype(np.float64) for name in ("expression", "jaw", "neck", "eyes")}
+    return parts, list(head.data["thunder_expression_names"])
+
+
 def _check_character_plays(thunder, head, mesh, rig, index, frames, strength):
     """At `frames` of take `index` (it plays): every mapped shape key holds the take's ARKit weight (the 39
     expression weights checked against the take file directly, the rest through the add-on's arkit rule, which
@@ -491,6 +498,25 @@ def arkit_character(work_dir, args):
     for index in (1, 0):   # switching takes: the character follows
         api.activate_take(head, index)
         errors.append(_check_character_plays(thunder, head, mesh, rig, index, frames, 0.5))
+
+    # A second mesh of the same character (teeth, say) shares its armature but drives no bone: the first
+    # mesh's bones still turn, and the second follows the takes through its one shape key.
+    bpy.ops.mesh.primitive_cube_add(size=0.02)
+    teeth = bpy.context.active_object
+    teeth.name = "Character teeth"
+    teeth.shape_key_add(name="Basis", from_mix=False)
+    teeth.shape_key_add(name="jawOpen", from_mix=False)
+    api.drive_character(teeth, head, armature=rig)
+    check(character.mapping(teeth) == {"jawOpen": "jawOpen"}, f"the teeth map {character.mapping(teeth)}")
+    for index in (1, 0):
+        api.activate_take(head, index)
+        _check_character_plays(thunder, head, mesh, rig, index, frames, 0.5)
+        weights = arkit.arkit_weights(*_take_parts(head, index))
+        scene.frame_set(int(head.thunder.takes[index].frame_start) + 7)
+        check(abs(teeth.data.shape_keys.key_blocks["jawOpen"].value - weights[7, arkit.ARKIT_NAMES.index("jawOpen")])
+              < 1e-5, "the second mesh does not follow the take")
+    api.release_character(teeth)
+    check(rig.animation_data.action == head.thunder.takes[0].action, "releasing the teeth stopped the rig")
 
     # The panel shows the character, its list and what is missing.
     scene.thunder.character = mesh

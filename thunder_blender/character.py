@@ -326,8 +326,8 @@ def _assign(mesh, action) -> None:
     if rig is not None and "OBJECT" in slots:
         compat.assign(rig, action, slots["OBJECT"])
     elif rig is not None and action is None and compat.assigned_action(rig) is not None \
-            and _slots(compat.assigned_action(rig), mesh):
-        compat.assign(rig, None, None)   # it played this character's take
+            and "OBJECT" in _slots(compat.assigned_action(rig), mesh):
+        compat.assign(rig, None, None)   # it played this character's rig slot
 
 
 def _is_take(action) -> bool:
