@@ -37,11 +37,12 @@ import numpy as np
 from .rig_math import axis_angle_to_matrix
 
 # The 52 names in the column order of the Live Link Face app's CSV (Epic's iOS app; PascalCase there). Order
-# and spelling as in PyLiveLinkFace's Blender reader (LIVE_LINK_FACE_HEADER) and in a test that quotes "a real
-# LiveLinkFace capture's own header row" byte for byte (pipeline/helpers tests of a Live Link CSV writer),
-# both found in the code corpus. Note JawRight before JawLeft and MouthRight before MouthLeft: the app's order,
-# not ARKit's enum order. That capture spells the second column "BlendshapeCount"; PyLiveLinkFace and Epic's
-# documentation "BlendShapeCount", which is what we write (importers read it by position).
+# and spelling as in the Blender add-on built on PyLiveLinkFace (livelinkface/bpylivelinkface.py,
+# LIVE_LINK_FACE_HEADER, which reads the app's CSVs) and in a test of another CSV writer that quotes "a real
+# LiveLinkFace capture's own header row" byte for byte (pipeline/helpers, test of livelink_csv.py): both in the
+# code corpus. Note JawRight before JawLeft and MouthRight before MouthLeft: the app's order, not ARKit's enum
+# order. That capture spells the second column "BlendshapeCount"; PyLiveLinkFace's header and the importers'
+# docs "BlendShapeCount", which is what we write (the readers found take the columns by position or ignore case).
 LIVE_LINK_NAMES = (
     "EyeBlinkLeft", "EyeLookDownLeft", "EyeLookInLeft", "EyeLookOutLeft", "EyeLookUpLeft", "EyeSquintLeft",
     "EyeWideLeft", "EyeBlinkRight", "EyeLookDownRight", "EyeLookInRight", "EyeLookOutRight", "EyeLookUpRight",
@@ -268,9 +269,10 @@ def jaw_open_angle_of_shape(rest: np.ndarray, opened: np.ndarray, moving: float 
 
 # ---------------------------------------------------------------------------------------------- files
 def live_link_timecode(seconds: float, rate: int) -> str:
-    """HH:MM:SS:FF.fff, as the Live Link Face app writes it: FF counts frames of the timecode rate within the
-    second and .fff is the fraction of a frame (captures at 59.94 Hz on a 60 fps timecode read 00:00:00:01.001,
-    00:00:00:02.002, ...: examples of real rows quoted in the code corpus)."""
+    """HH:MM:SS:FF.fff, as the Live Link Face app writes it ("HH:MM:SS:Frame.MS format (like 07:44:57:02.944)",
+    WaterS-MoYu/Maya-Live-Link-CSV-Import's README): FF counts frames of the timecode rate within the second and
+    .fff is the fraction of a frame (captures at 59.94 Hz on a 60 fps timecode read 00:00:00:01.001,
+    00:00:00:02.002, ...: rows quoted by CSV converters in the code corpus)."""
     rate = max(1, int(rate))
     milliframes = int(round(max(0.0, seconds) * rate * 1000.0))
     frames, fraction = divmod(milliframes, 1000)
