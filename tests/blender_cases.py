@@ -564,9 +564,12 @@ def arkit_character(work_dir, args):
     check(rig.animation_data.action == head.thunder.takes[0].action, "the rig does not follow the switch")
     _check_character_plays(thunder, head, mesh, rig, 0, frames, 0.5)
 
-    # Export the character with the active take to FBX and read its shape keys and bones back.
+    # Export the character with the active take to FBX (read back here) and USD (read back by the test, with pxr).
     item = head.thunder.takes[0]
-    paths = api.export_character(mesh, str(work_dir / "export"), formats=("fbx",))
+    first_frame = item.frame_start   # read now: the takes are deleted below
+    paths = api.export_character(mesh, str(work_dir / "export"), formats=("fbx", "usd"))
+    check([Path(p).name for p in paths] == ["Sphere_character_Take_1.fbx", "Sphere_character_Take_1.usd"],
+          f"the character's exports are {paths}")
     shapes, bones = read_fbx(paths[0])
     with np.load(item.file, allow_pickle=False) as npz:
         parts = {name: npz[name].astype(np.float64) for name in ("expression", "jaw", "neck", "eyes")}
@@ -612,8 +615,12 @@ def arkit_character(work_dir, args):
           "the character still plays a deleted take")
     api.release_character(mesh)
     check(not mesh.thunder_character.is_character, "the character is still driven")
+    expected_path = work_dir / "character_weights.npy"
+    np.save(expected_path, weights[:, [arkit.ARKIT_NAMES.index(name) for name in CHARACTER_SHAPES]])
     return {"missing": missing, "calibrated_angle": angle, "fbx_error": fbx_error, "csv_error": csv_error,
-            "key_errors": errors, "fbx_shapes": sorted(shapes), "bpy": bpy.app.version_string}
+            "key_errors": errors, "fbx_shapes": sorted(shapes), "usd": str(paths[1]),
+            "usd_expected": {"weights": str(expected_path), "shape_keys": list(CHARACTER_SHAPES.values()),
+                             "frame_start": first_frame}, "bpy": bpy.app.version_string}
 
 
 def _wait_for(thunder, condition, what, timeout=120.0):

@@ -144,3 +144,15 @@ def test_an_arkit_character_plays_the_takes(python, extension_zip, short_voice, 
                             {"zip": str(extension_zip), "wav": str(short_voice)}, timeout=600)
     assert len(result["missing"]) == 32 and abs(result["calibrated_angle"] - 0.25) < 1e-4
     assert result["fbx_error"] < 1e-4 and result["csv_error"] < 1e-5
+
+    # The character's USD holds the take's ARKit weights on its shape keys (USD names lose their dots).
+    from export_readback import usd_blendshape_weights
+
+    weights = usd_blendshape_weights(result["usd"])
+    expected = np.load(result["usd_expected"]["weights"])
+    first = int(round(result["usd_expected"]["frame_start"]))
+    for k, key in enumerate(result["usd_expected"]["shape_keys"]):
+        times, values = weights[key.replace(".", "_")]
+        at = dict(zip(np.round(times).astype(int), values))
+        got = np.array([at[first + t] for t in range(len(expected))])
+        np.testing.assert_allclose(got, expected[:, k], atol=1e-5, err_msg=key)
