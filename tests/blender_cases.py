@@ -533,6 +533,16 @@ def arkit_character(work_dir, args):
     api.update_character(mesh)
     _check_character_plays(thunder, head, mesh, rig, 0, frames, 0.5)
 
+    # The panel's operators do the same: Update character, and Export ARKit of every take.
+    scene.thunder.head = head
+    check(bpy.ops.thunder.character_update() == {"FINISHED"}, api.notice.text)
+    scene.thunder.export_folder, scene.thunder.export_all = str(work_dir / "arkit_every"), True
+    check(bpy.ops.thunder.export_arkit() == {"FINISHED"}, api.notice.text)
+    written = sorted(p.name for p in (work_dir / "arkit_every").iterdir())
+    check(written == ["Thunder_head_Take_1.arkit.csv", "Thunder_head_Take_1.arkit.json",
+                      "Thunder_head_Take_2.arkit.csv", "Thunder_head_Take_2.arkit.json"], f"Export ARKit wrote {written}")
+    scene.thunder.export_all = False
+
     # Save the mapping, break it, load it back.
     mapping_path = work_dir / "mapping.json"
     api.save_character_mapping(mesh, str(mapping_path))
