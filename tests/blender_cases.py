@@ -482,6 +482,14 @@ def arkit_character(work_dir, args):
             check(False, f"{words}: accepted")
         except api.USER_ERRORS as error:
             check(words in str(error), f"the sentence {error} does not say {words!r}")
+    names = list(head.data["thunder_expression_names"])
+    head.data["thunder_expression_names"] = [f"exp{k:03d}" for k in range(len(names))]   # as a FLAME head's
+    try:
+        api.drive_character(mesh, head)
+        check(False, "a head without ARKit-named components drove a character")
+    except api.USER_ERRORS as error:
+        check("no ARKit-named expression components" in str(error), str(error))
+    head.data["thunder_expression_names"] = names
     check(not mesh.thunder_character.is_character and not mesh.thunder_character.jaw_bone
           and mesh.data.shape_keys.animation_data is None, "a refused Drive character changed the character")
 

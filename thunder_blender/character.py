@@ -105,6 +105,9 @@ def _check(mesh, head) -> None:
         raise CharacterError("choose the Thunder head whose takes drive the character first")
     if head.thunder.mesh == mesh:
         raise CharacterError(f"{mesh.name} is the Thunder head's own mesh; its takes play on it already")
+    if not set(head.data.get("thunder_expression_names") or ()) & set(arkit.ARKIT_NAMES):
+        raise CharacterError(f"the head {head.name} has no ARKit-named expression components (a FLAME file's are "
+                             "not); drive characters from the built-in head")
     binding = mesh.thunder_character
     armature = binding.armature
     bones = {"jaw": binding.jaw_bone, "left eye": binding.eye_left_bone, "right eye": binding.eye_right_bone,

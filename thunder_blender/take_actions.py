@@ -76,7 +76,11 @@ def key_take(head, take, frame_start: float, name: str):
         for axis in range(3):
             _write_fcurve(bone_curves, f'pose.bones["{joint}"].location', axis, frames, locations[:, j, axis])
     # The characters this head drives get the take in the same action, in slots of their own (character.py).
-    character.key_followers(head, action, take.parts, expression_names, frames)
+    try:
+        character.key_followers(head, action, take.parts, expression_names, frames)
+    except Exception:   # a take that cannot be keyed leaves no action behind
+        bpy.data.actions.remove(action)
+        raise
     action["thunder_take"] = True
     return action
 
