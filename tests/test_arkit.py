@@ -68,6 +68,14 @@ def test_every_arkit_name_is_found_however_a_rig_spells_it(name, style, side_sty
     assert arkit.arkit_name(spelled) == name, spelled
 
 
+@EXAMPLES
+@given(st.text(max_size=40))
+def test_any_shape_key_name_is_an_arkit_name_or_none(text):
+    """Whatever a rig calls its shape keys, matching answers (never raises) with one of the 52 or None."""
+    assert arkit.arkit_name(text) in (None, *arkit.ARKIT_NAMES)
+    assert set(arkit.match_shape_keys([text, text + ".001"]).values()) <= {text, text + ".001"}
+
+
 def test_matching_a_partial_set_prefers_the_exact_spelling():
     keys = ["Basis", "A01_Brow_Inner_Up", "browInnerUp", "eyeBlink_L", "eyeBlink_R", "JawOpen", "wink", "jawOpen.001"]
     mapping = arkit.match_shape_keys(keys)

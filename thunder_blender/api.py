@@ -425,8 +425,11 @@ def drive_character(mesh, head=None, armature=None, jaw_bone: str = "", eye_left
     head = resolve_head(head)
     missing = character.bind(mesh, head, armature, jaw_bone, eye_left_bone, eye_right_bone, head_bone,
                              head_target, head_strength, jaw_open_angle, mapping)
+    kept = [action.name for action in (mesh.thunder_character.original_key_action,
+                                       mesh.thunder_character.original_object_action) if action is not None]
     _say("INFO", f"{mesh.name} follows {head.name}'s takes: {52 - len(missing)} of ARKit's 52 shapes mapped"
-                 + (f"; missing {', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}" if missing else ""))
+                 + (f"; missing {', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}" if missing else "")
+                 + (f"; its own animation ({', '.join(kept)}) is kept aside until Release" if kept else ""))
     return missing
 
 
