@@ -526,6 +526,22 @@ def arkit_character(work_dir, args):
     api.release_character(teeth)
     check(rig.animation_data.action == head.thunder.takes[0].action, "releasing the teeth stopped the rig")
 
+    # A mesh without an armature turns as a whole with the take's head (Euler rotation before: kept).
+    bpy.ops.mesh.primitive_cube_add(size=0.05, location=(-0.4, 0.0, 0.0), rotation=(0.2, 0.0, 0.5))
+    hat = bpy.context.active_object
+    hat.shape_key_add(name="Basis", from_mix=False)
+    hat.shape_key_add(name="BrowInnerUp", from_mix=False)
+    rest = np.array(hat.matrix_world.to_3x3())
+    api.drive_character(hat, head, head_target="OBJECT", head_strength=0.8)
+    parts, _ = _take_parts(head, 0)
+    for frame in (0, 7):
+        scene.frame_set(int(head.thunder.takes[0].frame_start) + frame)
+        turned = np.array(hat.matrix_world.to_3x3())
+        error = float(np.abs(turned - _world_turn(0.8 * parts["neck"][frame]) @ rest).max())
+        check(error < 1e-5, f"the object turns {error} away from the take's head at frame {frame}")
+    api.release_character(hat)
+    bpy.data.objects.remove(hat)
+
     # The panel shows the character, its list and what is missing.
     scene.thunder.character = mesh
     drawn = draw_panel_headless(thunder)
