@@ -152,13 +152,17 @@ def cmd_generate(args) -> int:
             bar = bar or ProgressBar(step.total, Path(audio).name)
             bar.update(step.index + 1)
 
-        written, failure = [], None
+        written, arkit_files, failure = [], [], None
         try:
             planned = list(paths)
             if outputs:
                 from backend.blender.scene import scene_output_paths
 
                 planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
+            if args.arkit:
+                from backend.arkit_export import arkit_paths
+
+                planned += [p for path in paths for p in arkit_paths(path)]
             refuse_existing(planned)
             if old_take is not None:   # changes, not settings: the old take's settings are the base
                 takes = generator.resample_range(old_take, audio, *args.range, only=args.only, seeds=seeds,
@@ -168,11 +172,16 @@ def cmd_generate(args) -> int:
                 takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
                                            end=args.end, callback=show_progress, constraints=constraints)
             written = [save_take(path, take) for path, take in zip(paths, takes)]
+            if args.arkit:
+                from backend.arkit_export import write_arkit_files
+
+                for path in written:
+                    arkit_files += write_arkit_files(path, head=generator.head)
         except ThunderError as exc:
             failure = str(exc)
         if bar:
             bar.close()
-        for path in written:
+        for path in written + arkit_files:
             print(path, flush=True)
         if written and outputs:
             from backend.blender.scene import write_take_scene
@@ -264,6 +273,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_arkit(args) -> int:
+    """A take file as the Live Link Face app's CSV and a JSON of ARKit weights (backend/arkit_export.py)."""
+    from backend.arkit_export import write_arkit_files
+
+    for path in write_arkit_files(args.take, args.csv, args.json, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def cmd_serve(args) -> int:
     from backend.service import serve_stdio
 
@@ -344,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="an expression weight the take passes through, e.g. mouthSmileLeft=0.8@120")
     direct.add_argument("--eyes-open", action="append", default=[], metavar="START:END",
                         help="no blink over frames START .. END - 1 (--hold eyes_open:START:END)")
+    generate.add_argument("--arkit", action="store_true", help="also write each take as ARKit weights: a Live Link "
+                                                             "Face CSV and a JSON beside it (as `thunder arkit`)")
     add_scene_arguments(generate)
     add_model_arguments(generate)
     generate.set_defaults(run=cmd_generate)
@@ -359,6 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_arguments(demo)
     demo.set_defaults(run=cmd_demo)
+
+    arkit = commands.add_parser("arkit", help="a take as per-frame ARKit weights: a Live Link Face CSV (Unreal) "
+                                              "and a JSON")
+    arkit.add_argument("take", help="a take file (.npz) of the built-in head")
+    arkit.add_argument("--csv", help="the CSV to write (default: <take>.arkit.csv beside the take)")
+    arkit.add_argument("--json", help="the JSON to write (default: <take>.arkit.json beside the take)")
+    arkit.add_argument("--overwrite", action="store_true", help="replace existing files")
+    arkit.set_defaults(run=cmd_arkit)
 
     serve = commands.add_parser("serve", help="the service for the Blender add-on: JSON lines on stdin/stdout "
                                               "(docs/service_protocol.md)")

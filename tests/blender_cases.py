@@ -308,6 +308,361 @@ def end_to_end(work_dir, args):
     return result
 
 
+# ---------------------------------------------------------------------------------------------- ARKit characters
+# The character's 20 ARKit shapes (a partial set), spelled as some other rig spells them.
+CHARACTER_SHAPES = {
+    "jawOpen": "A25_Jaw_Open", "mouthClose": "A26_Mouth_Close", "mouthFunnel": "blendShape1.mouthFunnel",
+    "mouthPucker": "blendShape1.mouthPucker", "mouthSmileLeft": "Mouth_Smile_L", "mouthSmileRight": "Mouth_Smile_R",
+    "mouthPressLeft": "mouth_press_left", "mouthPressRight": "mouth_press_right", "eyeBlinkLeft": "eyeBlink_L",
+    "eyeBlinkRight": "eyeBlink_R", "eyeLookUpLeft": "EyeLookUpLeft", "eyeLookDownLeft": "EyeLookDownLeft",
+    "eyeLookInRight": "EyeLookIn_R", "eyeLookOutRight": "EyeLookOut_R", "browInnerUp": "A01_Brow_Inner_Up",
+    "browDownLeft": "A02_Brow_Down_Left", "browDownRight": "A03_Brow_Down_Right", "cheekPuff": "CheekPuff",
+    "mouthLowerDownLeft": "MouthLowerDown_L", "jawLeft": "JAW_LEFT",
+}
+CHARACTER_JAW_ANGLE = 0.25   # the turn the character's own jawOpen shape makes
+
+
+def _make_character(scene):
+    """A character that is not the built-in head: a UV sphere with 20 ARKit shape keys in other spellings (its
+    jawOpen turns the lower half by CHARACTER_JAW_ANGLE about a sideways axis), two keys that are not ARKit's,
+    and an armature (rotated, away from the origin) whose bones point every which way."""
+    import math
+
+    bpy.ops.mesh.primitive_uv_sphere_add(radius=0.1, segments=24, ring_count=12, location=(0.0, 0.0, 0.0))
+    mesh = bpy.context.active_object
+    mesh.name = "Sphere character"
+    rest = np.empty(len(mesh.data.vertices) * 3, dtype=np.float32)
+    mesh.data.vertices.foreach_get("co", rest)
+    rest = rest.reshape(-1, 3).astype(np.float64)
+    mesh.shape_key_add(name="Basis", from_mix=False)
+    rng = np.random.default_rng(3)
+    for number, (name, key) in enumerate(list(CHARACTER_SHAPES.items()) + [("", "Wink"), ("", "Key 7")]):
+        block = mesh.shape_key_add(name=key, from_mix=False)
+        if name == "jawOpen":
+            lower = rest[:, 2] < 0.0
+            c, s = math.cos(CHARACTER_JAW_ANGLE), math.sin(CHARACTER_JAW_ANGLE)
+            pivot = np.array([0.0, 0.03, 0.01])
+            moved = rest.copy()
+            rel = rest[lower] - pivot
+            moved[lower] = pivot + np.column_stack([rel[:, 0], c * rel[:, 1] - s * rel[:, 2], s * rel[:, 1] + c * rel[:, 2]])
+        else:
+            moved = rest + rng.normal(0, 0.004, rest.shape) * (rng.random(len(rest)) < 0.3)[:, None]
+        block.data.foreach_set("co", moved.astype(np.float32).ravel())
+    check(bpy.data.objects.get("Sphere character").data.shape_keys.key_blocks[CHARACTER_SHAPES["jawOpen"]].name
+          == "A25_Jaw_Open", "the jawOpen shape key is missing")
+
+    armature = bpy.data.armatures.new("Character rig")
+    rig = bpy.data.objects.new("Character rig", armature)
+    scene.collection.objects.link(rig)
+    rig.location = (0.5, 0.2, 0.0)
+    rig.rotation_euler = (0.0, 0.0, 0.3)
+    bpy.context.view_layer.objects.active = rig
+    bpy.ops.object.mode_set(mode="EDIT")
+    bones = {}
+    for name, head, tail, roll, parent in (("root", (0, 0, -0.2), (0, 0, -0.1), 0.0, None),
+                                           ("head", (0, 0, -0.05), (0, 0, 0.12), 0.4, "root"),
+                                           ("jaw", (0, 0.02, -0.01), (0, -0.06, -0.05), 1.1, "head"),
+                                           ("eye.L", (0.03, -0.08, 0.03), (0.03, -0.1, 0.03), 0.0, "head"),
+                                           ("eye.R", (-0.03, -0.08, 0.03), (-0.05, -0.1, 0.04), -0.7, "head")):
+        bone = armature.edit_bones.new(name)
+        bone.head, bone.tail, bone.roll = head, tail, roll
+        if parent:
+            bone.parent = bones[parent]
+        bones[name] = bone
+    bpy.ops.object.mode_set(mode="OBJECT")
+    mesh.parent = rig
+    mesh.matrix_parent_inverse = rig.matrix_world.inverted()
+    group = mesh.vertex_groups.new(name="head")
+    group.add(list(range(len(mesh.data.vertices))), 1.0, "REPLACE")
+    mesh.modifiers.new("Armature", "ARMATURE").object = rig
+    return mesh, rig
+
+
+def _rotation_matrix(axis_angle):
+    import mathutils
+
+    axis_angle = np.asarray(axis_angle, dtype=np.float64)
+    angle = float(np.linalg.norm(axis_angle))
+    if angle < 1e-12:
+        return np.eye(3)
+    return np.array(mathutils.Matrix.Rotation(angle, 3, mathutils.Vector(axis_angle / angle)))
+
+
+def _world_turn(axis_angle):
+    """A take's rotation (FLAME's frame) as a turn in Blender's world, for a character facing -y with z up."""
+    flame_to_world = np.array([[1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
+    return flame_to_world @ _rotation_matrix(axis_angle) @ flame_to_world.T
+
+
+def compat_curves(mesh):
+    from export_readback import _fcurves
+
+    return _fcurves(mesh.data.shape_keys)
+
+
+def _take_parts(head, index):
+    """(parts, expression names) of take `index` of `head`, from its take file."""
+    with np.load(head.thunder.takes[index].file, allow_pickle=False) as npz:
+        parts = {name: npz[name].astype(np.float64) for name in ("expression", "jaw", "neck", "eyes")}
+    return parts, list(head.data["thunder_expression_names"])
+
+
+def _check_character_plays(thunder, head, mesh, rig, index, frames, strength):
+    """At `frames` of take `index` (it plays): every mapped shape key holds the take's ARKit weight (the 39
+    expression weights checked against the take file directly, the rest through the add-on's arkit rule, which
+    tests/test_arkit.py checks), and the bones turn as the take turns in the world."""
+    arkit = importlib.import_module(f"{MODULE}.arkit")
+    item = head.thunder.takes[index]
+    with np.load(item.file, allow_pickle=False) as npz:
+        parts = {name: npz[name].astype(np.float64) for name in ("expression", "jaw", "neck", "eyes")}
+    names = list(head.data["thunder_expression_names"])
+    binding = mesh.thunder_character
+    weights = arkit.arkit_weights(parts, names, arkit.ArkitCalibration(jaw_open_angle=binding.jaw_open_angle))
+    keys = mesh.data.shape_keys.key_blocks
+    scene = bpy.context.scene
+    worst = 0.0
+    armature_world = np.array(rig.matrix_world.to_3x3().normalized())
+    for frame in frames:
+        scene.frame_set(int(item.frame_start) + frame)
+        for name, key in CHARACTER_SHAPES.items():
+            if name == "jawOpen" and binding.jaw_bone:
+                check(keys[key].value == 0.0, f"jawOpen is {keys[key].value} although the jaw bone opens the mouth: "
+                                              f"{[c.data_path for c in compat_curves(mesh)]}")
+                continue
+            want = weights[frame, arkit.ARKIT_NAMES.index(name)]
+            if name in names:
+                want_direct = float(np.clip(parts["expression"][frame, names.index(name)], 0.0, 1.0))
+                check(abs(want - want_direct) < 1e-9, f"{name}: the ARKit weight is not the take's component")
+            if name == "jawOpen":
+                direct = float(np.clip(parts["jaw"][frame, 0] / binding.jaw_open_angle, 0.0, 1.0))
+                check(abs(want - direct) < 1e-9, "jawOpen is not the jaw pitch over the calibrated angle")
+            worst = max(worst, abs(keys[key].value - want))
+        # Bones: world turn of each bone (posed against rest) is the take's turn, the jaw and eyes inside the head's.
+        head_turn = _world_turn(strength * parts["neck"][frame])
+        for bone, turn in (("head", head_turn), ("jaw", head_turn @ _world_turn(parts["jaw"][frame])),
+                           ("eye.L", head_turn @ _world_turn(parts["eyes"][frame, :3])),
+                           ("eye.R", head_turn @ _world_turn(parts["eyes"][frame, 3:]))):
+            if bone == "jaw" and not binding.jaw_bone:
+                continue
+            posed = armature_world @ np.array(rig.pose.bones[bone].matrix.to_3x3().normalized())
+            rest = armature_world @ np.array(rig.data.bones[bone].matrix_local.to_3x3().normalized())
+            error = float(np.abs(posed @ rest.T - turn).max())
+            check(error < 1e-4, f"take {index + 1} frame {frame}: the bone {bone} turns {error} away from the take")
+    check(worst < 1e-5, f"take {index + 1}: a shape key differs from the take's ARKit weight by {worst}")
+    mapped = [arkit.ARKIT_NAMES.index(name) for name in CHARACTER_SHAPES]
+    check(weights[:, mapped].max() > 0.1, "the take moves none of the character's shapes: nothing was tested")
+    return worst
+
+
+@case
+def arkit_character(work_dir, args):
+    """A character that is not the built-in head (a UV sphere, 20 of ARKit's 52 shape keys in other spellings, an
+    armature with jaw, eye and head bones) driven by 2 takes of the real backend: its keys equal the takes
+    through the mapping; Resample, switching and deleting follow; jaw calibration; mapping save and load; FBX
+    export read back; the Live Link CSV and JSON of a take."""
+    import csv as csv_module
+    import json as json_module
+
+    from export_readback import read_fbx
+
+    thunder = install_extension(args["zip"])
+    api, scene = thunder.api, bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=1)
+    head = api.add_head()
+    api.generate(head, strip=strip.name, takes=2, seed=11, steps=4)
+    mesh, rig = _make_character(scene)
+    arkit = importlib.import_module(f"{MODULE}.arkit")
+
+    # Bad choices are one sentence each and change nothing.
+    bpy.ops.mesh.primitive_cube_add()
+    cube = bpy.context.active_object
+    for attempt, words in ((lambda: api.drive_character(cube, head), "has no shape keys"),
+                           (lambda: api.drive_character(mesh, head, armature=rig, jaw_bone="chin"), "no bone 'chin'"),
+                           (lambda: api.drive_character(mesh, head, head_target="BONE"), "choose the head"),
+                           (lambda: api.drive_character(head.thunder.mesh, head), "the Thunder head's own mesh"),
+                           (lambda: api.drive_character(mesh, head, mapping={"jawOpen": "nope"}), "no shape key 'nope'"),
+                           (lambda: api.export_character(mesh, str(work_dir / "x")), "not driven")):
+        try:
+            attempt()
+            check(False, f"{words}: accepted")
+        except api.ThunderError as error:
+            check(words in str(error), f"the sentence {error} does not say {words!r}")
+    names = list(head.data["thunder_expression_names"])
+    head.data["thunder_expression_names"] = [f"exp{k:03d}" for k in range(len(names))]   # as a FLAME head's
+    try:
+        api.drive_character(mesh, head)
+        check(False, "a head without ARKit-named components drove a character")
+    except api.ThunderError as error:
+        check("no ARKit-named expression components" in str(error), str(error))
+    head.data["thunder_expression_names"] = names
+    check(not mesh.thunder_character.is_character and not mesh.thunder_character.jaw_bone
+          and mesh.data.shape_keys.animation_data is None, "a refused Drive character changed the character")
+
+    # A partial set, matched however it is spelled; what is missing is listed.
+    missing = api.drive_character(mesh, head, armature=rig, jaw_bone="jaw", eye_left_bone="eye.L",
+                                  eye_right_bone="eye.R", head_bone="head", head_target="BONE", head_strength=0.5)
+    character = thunder.character
+    check(character.mapping(mesh) == {n: CHARACTER_SHAPES[n] for n in arkit.ARKIT_NAMES if n in CHARACTER_SHAPES},
+          f"the mapping is {character.mapping(mesh)}")
+    check(len(missing) == 32 and "tongueOut" in missing and "jawOpen" not in missing, f"missing {missing}")
+    check("20 of ARKit's 52" in api.notice.text, api.notice.text)
+    frames = [0, 7, head.thunder.takes[0].frames - 1]
+    errors = []
+    for index in (1, 0):   # switching takes: the character follows
+        api.activate_take(head, index)
+        errors.append(_check_character_plays(thunder, head, mesh, rig, index, frames, 0.5))
+
+    # A second mesh of the same character (teeth, say) shares its armature but drives no bone: the first
+    # mesh's bones still turn, and the second follows the takes through its one shape key.
+    bpy.ops.mesh.primitive_cube_add(size=0.02)
+    teeth = bpy.context.active_object
+    teeth.name = "Character teeth"
+    teeth.shape_key_add(name="Basis", from_mix=False)
+    teeth.shape_key_add(name="jawOpen", from_mix=False)
+    api.drive_character(teeth, head, armature=rig)
+    check(character.mapping(teeth) == {"jawOpen": "jawOpen"}, f"the teeth map {character.mapping(teeth)}")
+    for index in (1, 0):
+        api.activate_take(head, index)
+        _check_character_plays(thunder, head, mesh, rig, index, frames, 0.5)
+        weights = arkit.arkit_weights(*_take_parts(head, index))
+        scene.frame_set(int(head.thunder.takes[index].frame_start) + 7)
+        check(abs(teeth.data.shape_keys.key_blocks["jawOpen"].value - weights[7, arkit.ARKIT_NAMES.index("jawOpen")])
+              < 1e-5, "the second mesh does not follow the take")
+    api.release_character(teeth)
+    check(rig.animation_data.action == head.thunder.takes[0].action, "releasing the teeth stopped the rig")
+
+    # A mesh without an armature turns as a whole with the take's head (Euler rotation before: kept).
+    bpy.ops.mesh.primitive_cube_add(size=0.05, location=(-0.4, 0.0, 0.0), rotation=(0.2, 0.0, 0.5))
+    hat = bpy.context.active_object
+    hat.shape_key_add(name="Basis", from_mix=False)
+    hat.shape_key_add(name="BrowInnerUp", from_mix=False)
+    rest = np.array(hat.matrix_world.to_3x3())
+    api.drive_character(hat, head, head_target="OBJECT", head_strength=0.8)
+    parts, _ = _take_parts(head, 0)
+    for frame in (0, 7):
+        scene.frame_set(int(head.thunder.takes[0].frame_start) + frame)
+        turned = np.array(hat.matrix_world.to_3x3())
+        error = float(np.abs(turned - _world_turn(0.8 * parts["neck"][frame]) @ rest).max())
+        check(error < 1e-5, f"the object turns {error} away from the take's head at frame {frame}")
+    api.release_character(hat)
+    bpy.data.objects.remove(hat)
+
+    # The panel shows the character, its list and what is missing.
+    scene.thunder.character = mesh
+    drawn = draw_panel_headless(thunder)
+    for element in (("operator", "thunder.character_update"), ("template_list", "mapping"),
+                    ("operator", "thunder.export_arkit"), ("operator", "thunder.character_export")):
+        check(element in drawn, f"the panel does not draw {element}")
+    check(any(kind == "label" and text.startswith("Missing: ") for kind, text in drawn), "no missing list drawn")
+
+    # Calibrate the jaw from the character's jawOpen shape, then open the mouth with the shape, not the bone.
+    angle = api.calibrate_character_jaw(mesh)
+    check(abs(angle - CHARACTER_JAW_ANGLE) < 1e-4, f"the calibrated jaw angle is {angle}, not {CHARACTER_JAW_ANGLE}")
+    mesh.thunder_character.jaw_bone = ""
+    api.update_character(mesh)
+    _check_character_plays(thunder, head, mesh, rig, 0, frames, 0.5)
+
+    # The panel's operators do the same: Update character, and Export ARKit of every take.
+    scene.thunder.head = head
+    check(bpy.ops.thunder.character_update() == {"FINISHED"}, api.notice.text)
+    scene.thunder.export_folder, scene.thunder.export_all = str(work_dir / "arkit_every"), True
+    check(bpy.ops.thunder.export_arkit() == {"FINISHED"}, api.notice.text)
+    written = sorted(p.name for p in (work_dir / "arkit_every").iterdir())
+    check(written == ["Thunder_head_Take_1.arkit.csv", "Thunder_head_Take_1.arkit.json",
+                      "Thunder_head_Take_2.arkit.csv", "Thunder_head_Take_2.arkit.json"], f"Export ARKit wrote {written}")
+    scene.thunder.export_all = False
+
+    # Save the mapping, break it, load it back.
+    mapping_path = work_dir / "mapping.json"
+    api.save_character_mapping(mesh, str(mapping_path))
+    saved = json_module.loads(mapping_path.read_text())
+    check(saved["mapping"]["browInnerUp"] == "A01_Brow_Inner_Up" and len(saved["mapping"]) == 20, "saved mapping")
+    mesh.thunder_character.mapping[arkit.ARKIT_NAMES.index("browInnerUp")].shape_key = ""
+    check(len(character.missing(mesh)) == 33, "clearing a row did not make it missing")
+    api.load_character_mapping(mesh, str(mapping_path))
+    check(len(character.missing(mesh)) == 32, "loading the mapping did not restore it")
+    bad = work_dir / "bad_mapping.json"
+    bad.write_text(json_module.dumps({"format": "thunder-arkit-mapping", "version": 1, "mapping": {"jawOpen": "nope"}}))
+    try:
+        api.load_character_mapping(mesh, str(bad))
+        check(False, "a mapping to a shape key the mesh lacks was accepted")
+    except api.ThunderError as error:
+        check("no shape key 'nope'" in str(error), str(error))
+    check(character.mapping(mesh)["jawOpen"] == "A25_Jaw_Open", "a refused mapping changed the character")
+
+    # Resample the unkept take: the character plays the new take, the old action is gone, nothing leaks.
+    api.keep_take(head, 0)
+    api.activate_take(head, 1)
+    old_action = head.thunder.takes[1].action.name
+    api.resample(head)
+    check(old_action not in bpy.data.actions, "the replaced take's action leaked (a character still held it)")
+    check(mesh.data.shape_keys.animation_data.action == head.thunder.takes[1].action, "the character does not play "
+                                                                                      "the resampled take")
+    _check_character_plays(thunder, head, mesh, rig, 1, frames, 0.5)
+    api.activate_take(head, 0)
+    check(rig.animation_data.action == head.thunder.takes[0].action, "the rig does not follow the switch")
+    _check_character_plays(thunder, head, mesh, rig, 0, frames, 0.5)
+
+    # Export the character with the active take to FBX (read back here) and USD (read back by the test, with pxr).
+    item = head.thunder.takes[0]
+    first_frame = item.frame_start   # read now: the takes are deleted below
+    paths = api.export_character(mesh, str(work_dir / "export"), formats=("fbx", "usd"))
+    check([Path(p).name for p in paths] == ["Sphere_character_Take_1.fbx", "Sphere_character_Take_1.usd"],
+          f"the character's exports are {paths}")
+    shapes, bones = read_fbx(paths[0])
+    with np.load(item.file, allow_pickle=False) as npz:
+        parts = {name: npz[name].astype(np.float64) for name in ("expression", "jaw", "neck", "eyes")}
+    weights = arkit.arkit_weights(parts, list(head.data["thunder_expression_names"]),
+                                  arkit.ArkitCalibration(jaw_open_angle=mesh.thunder_character.jaw_open_angle))
+    fbx_error, found = 0.0, []
+    for name, key in CHARACTER_SHAPES.items():
+        exported = shapes.get(key) or next((v for k, v in shapes.items() if k.endswith(key.split(".")[-1])), None)
+        check(exported is not None, f"the FBX has no blend shape for {key}: {sorted(shapes)}")
+        at = {int(round(f)): v for f, v in zip(*exported)}
+        fbx_error = max(fbx_error, max(abs(at[int(item.frame_start) + t] - weights[t, arkit.ARKIT_NAMES.index(name)])
+                                       for t in range(item.frames)))
+        found.append(key)
+    check(fbx_error < 1e-4, f"the FBX's shape-key weights differ from the take's by {fbx_error}")
+    check({"head", "eye.L", "eye.R"} <= set(bones), f"the FBX has no bone animation for the head and eyes: {sorted(bones)}")
+
+    # The take as ARKit weights: the Live Link CSV and the JSON.
+    arkit_paths = api.export_arkit(head, str(work_dir / "arkit"))
+    by_suffix = {Path(p).suffix: Path(p) for p in arkit_paths}
+    rows = list(csv_module.reader(by_suffix[".csv"].open()))
+    check(rows[0][:3] == ["Timecode", "BlendShapeCount", "EyeBlinkLeft"] and len(rows[0]) == 63, rows[0][:4])
+    check(len(rows) == item.frames + 1 and rows[1][1] == "61", f"{len(rows)} rows for {item.frames} frames")
+    names = list(head.data["thunder_expression_names"])
+    jaw_column, close_column = rows[0].index("JawOpen"), rows[0].index("MouthClose")
+    csv_error = max(max(abs(float(row[jaw_column]) - float(np.clip(parts["jaw"][t, 0] / 0.30, 0, 1))),
+                        abs(float(row[close_column]) - float(np.clip(parts["expression"][t, names.index("mouthClose")], 0, 1))))
+                    for t, row in enumerate(rows[1:]))
+    check(csv_error < 1e-5, f"the CSV differs from the take by {csv_error}")
+    data = json_module.loads(by_suffix[".json"].read_text())
+    check(data["frames"] == item.frames and data["names"][:2] == ["eyeBlinkLeft", "eyeLookDownLeft"], "the JSON")
+    try:
+        api.export_arkit(head, str(work_dir / "arkit"))
+        check(False, "an ARKit export replaced existing files")
+    except api.ThunderError as error:
+        check("already exists" in str(error), str(error))
+
+    # Deleting every take leaves no action behind; releasing gives the character its own state back.
+    while len(head.thunder.takes):
+        api.delete_take(head, 0)
+    leftover = [a.name for a in bpy.data.actions if a.get("thunder_take")]
+    check(not leftover, f"deleting the takes left actions {leftover}")
+    check(mesh.data.shape_keys.animation_data is None or mesh.data.shape_keys.animation_data.action is None,
+          "the character still plays a deleted take")
+    api.release_character(mesh)
+    check(not mesh.thunder_character.is_character, "the character is still driven")
+    expected_path = work_dir / "character_weights.npy"
+    np.save(expected_path, weights[:, [arkit.ARKIT_NAMES.index(name) for name in CHARACTER_SHAPES]])
+    return {"missing": missing, "calibrated_angle": angle, "fbx_error": fbx_error, "csv_error": csv_error,
+            "key_errors": errors, "fbx_shapes": sorted(shapes), "usd": str(paths[1]),
+            "usd_expected": {"weights": str(expected_path), "shape_keys": list(CHARACTER_SHAPES.values()),
+                             "frame_start": first_frame}, "bpy": bpy.app.version_string}
+
+
 def _wait_for(thunder, condition, what, timeout=120.0):
     import time
 

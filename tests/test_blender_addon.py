@@ -189,3 +189,25 @@ def test_resample_range_and_constraints(python, extension_zip, tmp_path):
     assert result["seam"]["ratio"] <= 2.0, result["seam"]
     c = result["constraints"]
     assert c["mouth_max"] < 1e-5 and c["jaw_max"] < 1e-6 and abs(c["smile"] - 0.8) < 1e-4 and c["blink_max"] < 1e-5
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_an_arkit_character_plays_the_takes(python, extension_zip, short_voice, tmp_path):
+    """issue 15 section 2: a UV-sphere character with 20 ARKit shape keys in other spellings and a rigged jaw,
+    eyes and head follows 2 takes, Resample and switching; FBX and the Live Link CSV hold the takes' values."""
+    result = run_in_blender("arkit_character", python, tmp_path,
+                            {"zip": str(extension_zip), "wav": str(short_voice)}, timeout=600)
+    assert len(result["missing"]) == 32 and abs(result["calibrated_angle"] - 0.25) < 1e-4
+    assert result["fbx_error"] < 1e-4 and result["csv_error"] < 1e-5
+
+    # The character's USD holds the take's ARKit weights on its shape keys (USD names lose their dots).
+    from export_readback import usd_blendshape_weights
+
+    weights = usd_blendshape_weights(result["usd"])
+    expected = np.load(result["usd_expected"]["weights"])
+    first = int(round(result["usd_expected"]["frame_start"]))
+    for k, key in enumerate(result["usd_expected"]["shape_keys"]):
+        times, values = weights[key.replace(".", "_")]
+        at = dict(zip(np.round(times).astype(int), values))
+        got = np.array([at[first + t] for t in range(len(expected))])
+        np.testing.assert_allclose(got, expected[:, k], atol=1e-5, err_msg=key)

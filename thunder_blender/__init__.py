@@ -9,6 +9,8 @@ user's own Python environment, started as a subprocess that talks JSON lines ove
     rig_math.py     a take's per-frame parameters as shape-key values and bone channels (numpy)
     take_actions.py one slotted action per take; activate, delete
     take_file.py    reading a take file (numpy only; the backend's reader shares its rule)
+    arkit.py        a take as ARKit's 52 weights, shape-key name matching, the Live Link CSV (numpy only; shared too)
+    character.py    Drive character: a user's ARKit character follows a head's takes
     sound.py        the audio seconds and first frame of a sound strip or file
     export.py       FBX, Alembic and USD
     headless.py     the one module the backend's Blender code uses: a scene built without the panel

@@ -9,6 +9,8 @@
     thunder.api.generate(head, strip="voice", constraints=[{"kind": "hold", "pose": "mouth_closed",
                          "start": 40, "end": 60}, {"kind": "key", "name": "mouthSmileLeft", "value": 0.8, "frame": 120}])
     thunder.api.export(head, "/tmp/out", formats=("fbx", "usd"), every_take=True)
+    thunder.api.drive_character(body_mesh, head, armature=rig, jaw_bone="jaw")   # an ARKit character follows
+    thunder.api.export_arkit(head, "/tmp/out")                # the take as a Live Link Face CSV and a JSON
 
 In Blender with a UI, generate and resample return at once and finish while you work (a timer polls the
 backend); pass wait=True to block. In background mode (`blender -b`, or bpy as a module), where timers
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import bpy
 
-from . import head_build, session, take_actions
+from . import character, head_build, session, take_actions
 from .properties import LIMITS
 from .errors import ThunderError
 from .export import check_folder, export_takes
@@ -522,3 +524,94 @@ def export(head=None, folder: str | None = None, formats=("fbx", "abc", "usd"), 
     paths = export_takes(head, folder, formats=tuple(formats), every_take=every_take, overwrite=overwrite)
     _say("INFO", f"exported {len(paths)} file{'s' if len(paths) > 1 else ''} to {folder}")
     return paths
+
+
+# ---------------------------------------------------------------------------------------------- characters
+def drive_character(mesh, head=None, armature=None, jaw_bone: str = "", eye_left_bone: str = "",
+                    eye_right_bone: str = "", head_bone: str = "", head_target: str = "NONE",
+                    head_strength: float = 1.0, jaw_open_angle=None, mapping: dict | None = None) -> list[str]:
+    """Let the head's takes (every one, and every new one) play on `mesh`, a character with ARKit-named shape
+    keys and optionally an armature whose jaw, eye and head bones turn with the take. Its shape keys are
+    matched to ARKit's names (character.match) unless `mapping` is given. Returns the ARKit names it lacks.
+
+        thunder.api.drive_character(bpy.data.objects["Body"], head, armature=rig, jaw_bone="jaw")
+    """
+    head = resolve_head(head)
+    missing = character.bind(mesh, head, armature, jaw_bone, eye_left_bone, eye_right_bone, head_bone,
+                             head_target, head_strength, jaw_open_angle, mapping)
+    kept = [action.name for action in (mesh.thunder_character.original_key_action,
+                                       mesh.thunder_character.original_object_action) if action is not None]
+    _say("INFO", f"{mesh.name} follows {head.name}'s takes: {52 - len(missing)} of ARKit's 52 shapes mapped"
+                 + (f"; missing {', '.join(missing[:6])}{', ...' if len(missing) > 6 else ''}" if missing else "")
+                 + (f"; its own animation ({', '.join(kept)}) is kept aside until Release" if kept else ""))
+    return missing
+
+
+def update_character(mesh) -> None:
+    """Key the takes on the character again after its mapping, bones, strength or calibration changed."""
+    character.rekey(mesh)
+    _say("INFO", f"{mesh.name} keyed again from {len(mesh.thunder_character.head.thunder.takes)} takes")
+
+
+def release_character(mesh) -> None:
+    """Stop driving the character; its own animation plays again."""
+    character.release(mesh)
+    _say("INFO", f"{mesh.name} is no longer driven by Thunder")
+
+
+def calibrate_character_jaw(mesh) -> float:
+    """Measure the character's jawOpen shape key's jaw angle (its jawOpen = 1); takes are keyed again."""
+    angle, residual = character.calibrate_jaw(mesh)
+    if mesh.thunder_character.is_character:
+        character.rekey(mesh)
+    _say("INFO", f"{mesh.name}'s jawOpen turns the jaw by {angle:.3f} rad (a turn explains "
+                 f"{1 - min(residual, 1):.0%} of it)")
+    return angle
+
+
+def export_character(mesh, folder: str | None = None, formats=("fbx",), every_take: bool = False,
+                     overwrite: bool = False) -> list[Path]:
+    """Export the character (its mesh and armature) with the active take (or every take) of its head, one file
+    per take and format, named `<mesh>_<take>.<ext>`."""
+    from .export import export_character_take, planned_paths
+
+    binding = getattr(mesh, "thunder_character", None)
+    if binding is None or not binding.is_character or binding.head is None:
+        raise ThunderError(f"{getattr(mesh, 'name', mesh)} is not driven by a Thunder head; Drive character first")
+    thunder = binding.head.thunder
+    indices = list(range(len(thunder.takes))) if every_take else \
+        ([thunder.active_take] if 0 <= thunder.active_take < len(thunder.takes) else [])
+    if not indices:
+        raise ThunderError(f"{binding.head.name} has no takes to export; Generate first")
+    folder = bpy.path.abspath(folder or bpy.context.scene.thunder.export_folder)
+    if not folder or folder.startswith("//"):
+        raise ThunderError("save the .blend first, or choose an absolute export folder")
+    paths = planned_paths(folder, mesh.name, [thunder.takes[k].name for k in indices], formats)
+    existing = [path for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise ThunderError(f"{existing[0]} already exists; Thunder does not replace files unless asked to overwrite")
+    jobs = [(k, fmt) for k in indices for fmt in formats]
+    written = [export_character_take(mesh, k, fmt, path, overwrite=overwrite) for (k, fmt), path in zip(jobs, paths)]
+    _say("INFO", f"exported {len(written)} file{'s' if len(written) > 1 else ''} of {mesh.name} to {folder}")
+    return written
+
+
+def export_arkit(head=None, folder: str | None = None, formats=("csv", "json"), every_take: bool = False,
+                 overwrite: bool = False) -> list[Path]:
+    """Write the active take (or every take) as per-frame ARKit weights: the Live Link Face app's CSV (for
+    Unreal's Live Link) and a JSON for scripts, `<head>_<take>.arkit.csv` / `.arkit.json` in `folder`."""
+    head = resolve_head(head)
+    folder = bpy.path.abspath(folder or bpy.context.scene.thunder.export_folder)
+    if not folder or folder.startswith("//"):
+        raise ThunderError("save the .blend first, or choose an absolute export folder")
+    paths = character.export_arkit(head, folder, every_take=every_take, formats=tuple(formats), overwrite=overwrite)
+    _say("INFO", f"wrote {len(paths)} ARKit file{'s' if len(paths) > 1 else ''} to {folder}")
+    return paths
+
+
+def save_character_mapping(mesh, path, overwrite: bool = False) -> Path:
+    return character.save_mapping(mesh, path, overwrite=overwrite)
+
+
+def load_character_mapping(mesh, path) -> dict:
+    return character.load_mapping(mesh, path)

@@ -207,16 +207,14 @@ class _KeepSceneState:
         return False
 
 
-def export_take(head, index: int, fmt: str, path, overwrite: bool = False, context=None) -> Path:
-    """Write take `index` of `head` to `path` as `fmt` ("fbx", "abc" or "usd"); returns the file's path."""
-    context = context or bpy.context
+def _checked_path(path, fmt: str, context, overwrite: bool = False) -> Path:
+    """`path` as an absolute Path a `fmt` file may be written to (its folder made), or ExportError."""
     if fmt not in FORMATS:
         raise ExportError(f"{fmt!r} is not an export format Thunder knows (choose one of {', '.join(FORMATS)})")
     path = Path(bpy.path.abspath(str(path)))
     if path.suffix.lower() not in ACCEPTED_SUFFIXES[fmt]:
         raise ExportError(f"{path} does not end in {' or '.join(ACCEPTED_SUFFIXES[fmt])}, "
                           f"as a {FORMAT_NAMES[fmt]} file must")
-    mesh, take = _head_parts(head, index)
     check_folder(path.parent)
     if _exists(path) and not overwrite:
         raise ExportError(f"{path} already exists; Thunder does not replace files unless asked to overwrite")
@@ -225,8 +223,22 @@ def export_take(head, index: int, fmt: str, path, overwrite: bool = False, conte
     if context.mode not in ("OBJECT", "POSE"):
         raise ExportError(f"Blender is in {context.mode.replace('_', ' ').lower()} mode; go back to object mode "
                           f"to export {path.name}")
+    return path
+
+
+def export_take(head, index: int, fmt: str, path, overwrite: bool = False, context=None) -> Path:
+    """Write take `index` of `head` to `path` as `fmt` ("fbx", "abc" or "usd"); returns the file's path."""
+    context = context or bpy.context
+    mesh, take = _head_parts(head, index)
+    path = _checked_path(path, fmt, context, overwrite)
+    return _write_take(context, head, take, index, (head, mesh), fmt, path)
+
+
+def _write_take(context, head, take, index: int, objects, fmt: str, path: Path) -> Path:
+    """Play take `index` of `head`, select `objects` (the first one active), set the frame range to the take's
+    and run the exporter; the scene is put back as it was (_KeepSceneState)."""
     view_layer = context.view_layer
-    for obj in (head, mesh):
+    for obj in objects:
         if view_layer.objects.get(obj.name) != obj:
             raise ExportError(f"{obj.name} is not in the view layer {view_layer.name}, so it cannot be exported")
 
@@ -238,11 +250,11 @@ def export_take(head, index: int, fmt: str, path, overwrite: bool = False, conte
             if obj.select_get():
                 obj.select_set(False)
         try:
-            head.select_set(True)
-            mesh.select_set(True)
+            for obj in objects:
+                obj.select_set(True)
         except RuntimeError as error:   # hidden from selection, for instance
-            raise ExportError(f"the head {head.name} cannot be selected for export: {_reason(error)}") from None
-        view_layer.objects.active = head
+            raise ExportError(f"{objects[0].name} cannot be selected for export: {_reason(error)}") from None
+        view_layer.objects.active = objects[0]
         scene = context.scene
         scene.frame_start, scene.frame_end, scene.frame_step = first, last, 1
         scene.frame_set(first)
@@ -258,6 +270,20 @@ def export_take(head, index: int, fmt: str, path, overwrite: bool = False, conte
     if not path.is_file() or path.stat().st_size == 0:
         raise ExportError(f"the {FORMAT_NAMES[fmt]} exporter wrote nothing to {path}")
     return path
+
+
+def export_character_take(mesh, index: int, fmt: str, path, overwrite: bool = False, context=None) -> Path:
+    """Write take `index` of the head that drives the character `mesh` (character.py) as the character: its
+    mesh and armature, with the take's keys (shape-key weights and bones), to `path` as `fmt`."""
+    context = context or bpy.context
+    binding = getattr(mesh, "thunder_character", None)
+    if binding is None or not binding.is_character or binding.head is None:
+        raise ExportError(f"{getattr(mesh, 'name', mesh)} is not a character driven by a Thunder head")
+    head = binding.head
+    path = _checked_path(path, fmt, context, overwrite)
+    _, take = _head_parts(head, index)
+    objects = (binding.armature, mesh) if binding.armature is not None else (mesh,)
+    return _write_take(context, head, take, index, objects, fmt, path)
 
 
 def export_takes(head, folder, formats=FORMATS, every_take: bool = False, overwrite: bool = False,

@@ -3,7 +3,7 @@ bar and in the panel, and changes nothing when it fails."""
 
 import bpy
 
-from . import api, take_actions
+from . import api, character, take_actions
 
 
 def _run(operator, action) -> set:
@@ -220,10 +220,139 @@ class THUNDER_OT_export(bpy.types.Operator):
         return _run(self, lambda: api.export(s.head, s.export_folder, formats, every_take=s.export_all))
 
 
+# ---------------------------------------------------------------------------------------------- characters
+def _character(context):
+    mesh = context.scene.thunder.character
+    if mesh is None:
+        raise api.ThunderError("choose a character first (a mesh with ARKit-named shape keys)")
+    return mesh
+
+
+class _CharacterOperator:
+    """An operator on the panel's character: `act(mesh)` does it; a user error is a report and changes nothing."""
+
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, lambda: self.act(_character(context)))
+
+
+class THUNDER_OT_character_drive(_CharacterOperator, bpy.types.Operator):
+    bl_idname = "thunder.character_drive"
+    bl_label = "Drive Character"
+    bl_description = "Play every take of the head on the character, through its ARKit shape keys and bones"
+
+    def act(self, mesh):
+        b = mesh.thunder_character
+        api.drive_character(mesh, bpy.context.scene.thunder.head, b.armature, b.jaw_bone, b.eye_left_bone,
+                            b.eye_right_bone, b.head_bone, b.head_target, b.head_strength)
+
+
+class THUNDER_OT_character_update(_CharacterOperator, bpy.types.Operator):
+    bl_idname = "thunder.character_update"
+    bl_label = "Update Character"
+    bl_description = "Key the takes on the character again (after changing its mapping, bones or calibration)"
+
+    def act(self, mesh):
+        api.update_character(mesh)
+
+
+class THUNDER_OT_character_match(_CharacterOperator, bpy.types.Operator):
+    bl_idname = "thunder.character_match"
+    bl_label = "Match Shape Keys"
+    bl_description = "Match the character's shape keys to ARKit's 52 names again (forgiving case, separators, prefixes)"
+
+    def act(self, mesh):
+        character.match(mesh)
+        if mesh.thunder_character.is_character:
+            api.update_character(mesh)
+
+
+class THUNDER_OT_character_release(_CharacterOperator, bpy.types.Operator):
+    bl_idname = "thunder.character_release"
+    bl_label = "Release Character"
+    bl_description = "Stop driving the character; its own animation plays again"
+
+    def act(self, mesh):
+        api.release_character(mesh)
+
+
+class THUNDER_OT_character_calibrate(_CharacterOperator, bpy.types.Operator):
+    bl_idname = "thunder.character_calibrate"
+    bl_label = "Calibrate Jaw"
+    bl_description = "Measure how far the character's jawOpen shape key turns the jaw, so it opens as far as the built-in head's"
+
+    def act(self, mesh):
+        api.calibrate_character_jaw(mesh)
+
+
+class _MappingFile:
+    filepath: bpy.props.StringProperty(subtype="FILE_PATH")
+    filter_glob: bpy.props.StringProperty(default="*.json", options={"HIDDEN"})
+
+    def invoke(self, context, event):
+        if not self.filepath:
+            self.filepath = "arkit_mapping.json"
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+
+class THUNDER_OT_character_mapping_save(_MappingFile, bpy.types.Operator):
+    bl_idname = "thunder.character_mapping_save"
+    bl_label = "Save Mapping"
+    bl_description = "Save the character's ARKit mapping as JSON (an existing file is not replaced)"
+
+    def execute(self, context):
+        return _run(self, lambda: api.save_character_mapping(_character(context), self.filepath))
+
+
+class THUNDER_OT_character_mapping_load(_MappingFile, bpy.types.Operator):
+    bl_idname = "thunder.character_mapping_load"
+    bl_label = "Load Mapping"
+    bl_description = "Load an ARKit mapping JSON onto the character (checked against its shape keys first)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, lambda: api.load_character_mapping(_character(context), self.filepath))
+
+
+class THUNDER_OT_character_export(bpy.types.Operator):
+    bl_idname = "thunder.character_export"
+    bl_label = "Export Character"
+    bl_description = "Export the character with the active take (or every take) to the chosen formats"
+
+    def execute(self, context):
+        s = context.scene.thunder
+        formats = [name for name, on in (("fbx", s.export_fbx), ("abc", s.export_abc), ("usd", s.export_usd)) if on]
+        if not formats:
+            self.report({"ERROR"}, "tick at least one of FBX, Alembic and USD")
+            return {"CANCELLED"}
+        return _run(self, lambda: api.export_character(_character(context), s.export_folder, formats,
+                                                       every_take=s.export_all))
+
+
+class THUNDER_OT_export_arkit(bpy.types.Operator):
+    bl_idname = "thunder.export_arkit"
+    bl_label = "Export ARKit Weights"
+    bl_description = "Write the active take (or every take) as a Live Link Face CSV (Unreal) and a JSON of ARKit weights"
+
+    def execute(self, context):
+        s = context.scene.thunder
+        formats = [name for name, on in (("csv", s.export_arkit_csv), ("json", s.export_arkit_json)) if on]
+        if not formats:
+            self.report({"ERROR"}, "tick at least one of Live Link CSV and JSON")
+            return {"CANCELLED"}
+        return _run(self, lambda: api.export_arkit(s.head, s.export_folder, formats, every_take=s.export_all))
+
+
 classes = (THUNDER_OT_backend_start, THUNDER_OT_backend_stop, THUNDER_OT_add_head, THUNDER_OT_generate,
            THUNDER_OT_cancel, THUNDER_OT_resample, THUNDER_OT_take_activate, THUNDER_OT_take_delete,
            THUNDER_OT_take_keep, THUNDER_OT_take_rename, THUNDER_OT_export, THUNDER_OT_resample_range,
-           THUNDER_OT_constraint_add, THUNDER_OT_constraint_remove)
+           THUNDER_OT_constraint_add, THUNDER_OT_constraint_remove,
+           THUNDER_OT_character_drive,
+           THUNDER_OT_character_update, THUNDER_OT_character_match, THUNDER_OT_character_release,
+           THUNDER_OT_character_calibrate, THUNDER_OT_character_mapping_save, THUNDER_OT_character_mapping_load,
+           THUNDER_OT_character_export, THUNDER_OT_export_arkit)
 
 
 def menu_add_head(self, context):

@@ -121,19 +121,67 @@ class ThunderSettings(bpy.types.PropertyGroup):
         items=[("ALL", "All", "The whole face and head"), ("lips", "Lips", "The lips and jaw only"),
                ("upper", "Upper face", "Brows, eyes, cheeks and nose only"), ("head", "Head", "The head motion only")])
 
+    character: bpy.props.PointerProperty(type=bpy.types.Object, name="Character", poll=lambda self, obj: obj.type == "MESH",
+                                         description="A mesh with ARKit-named shape keys that the head's takes drive")
+    export_arkit_csv: bpy.props.BoolProperty(name="Live Link CSV", default=True)
+    export_arkit_json: bpy.props.BoolProperty(name="JSON", default=True)
 
-classes = (ThunderTake, ThunderHead, ThunderConstraint, ThunderSettings)
+
+# ---------------------------------------------------------------------------------------------- characters
+class ThunderArkitMatch(bpy.types.PropertyGroup):
+    # `name` is the ARKit name (one row per name, in ARKit's order).
+    shape_key: bpy.props.StringProperty(name="Shape key",
+                                        description="The character's shape key for this ARKit weight (empty: none)")
+
+
+def _is_armature(self, obj):
+    return obj.type == "ARMATURE"
+
+
+class ThunderCharacter(bpy.types.PropertyGroup):
+    """A mesh driven by a Thunder head's takes (character.py), stored on the mesh object."""
+
+    is_character: bpy.props.BoolProperty(name="Driven character")
+    head: bpy.props.PointerProperty(type=bpy.types.Object, name="Head", poll=_is_head,
+                                    description="The Thunder head whose takes drive this character")
+    armature: bpy.props.PointerProperty(type=bpy.types.Object, name="Armature", poll=_is_armature,
+                                        description="The character's armature, for jaw, eye and head bones")
+    jaw_bone: bpy.props.StringProperty(name="Jaw bone", description="Turned by the take's jaw (then the jawOpen "
+                                                                    "shape key is left alone)")
+    eye_left_bone: bpy.props.StringProperty(name="Left eye bone")
+    eye_right_bone: bpy.props.StringProperty(name="Right eye bone")
+    head_bone: bpy.props.StringProperty(name="Head bone", description="Turned by the take's neck rotation")
+    head_target: bpy.props.EnumProperty(
+        name="Head rotation", items=[("NONE", "None", "The head does not turn"),
+                                     ("BONE", "Bone", "The head bone turns with the take's neck"),
+                                     ("OBJECT", "Object", "The armature (or the mesh) turns with the take's neck")])
+    head_strength: bpy.props.FloatProperty(name="Strength", default=1.0, min=0.0, max=2.0,
+                                           description="How much of the take's head rotation the character makes")
+    jaw_open_angle: bpy.props.FloatProperty(name="Jaw at jawOpen 1", subtype="ANGLE", default=0.30, min=0.01,
+                                            max=1.5, description="The jaw angle the character's jawOpen shape key "
+                                                                 "makes at 1 (Calibrate measures it)")
+    mapping: bpy.props.CollectionProperty(type=ThunderArkitMatch)
+    active_match: bpy.props.IntProperty(name="Active row")
+    slot_name: bpy.props.StringProperty(name="Slot", description="The name of its slots in the takes' actions")
+    rest_rotation: bpy.props.FloatVectorProperty(name="Rest rotation", size=4, default=(1.0, 0.0, 0.0, 0.0))
+    original_key_action: bpy.props.PointerProperty(type=bpy.types.Action)
+    original_object_action: bpy.props.PointerProperty(type=bpy.types.Action)
+
+
+classes = (ThunderTake, ThunderHead, ThunderConstraint, ThunderSettings, ThunderArkitMatch, ThunderCharacter)
 
 
 def register():
     for cls in classes:
         bpy.utils.register_class(cls)
     bpy.types.Object.thunder = bpy.props.PointerProperty(type=ThunderHead)
+    bpy.types.Object.thunder_character = bpy.props.PointerProperty(type=ThunderCharacter)
     bpy.types.Scene.thunder = bpy.props.PointerProperty(type=ThunderSettings)
 
 
 def unregister():
     del bpy.types.Scene.thunder
+    del bpy.types.Object.thunder_character
     del bpy.types.Object.thunder
     for cls in reversed(classes):
         bpy.utils.unregister_class(cls)

@@ -16,7 +16,7 @@ import json
 import bpy
 import numpy as np
 
-from . import compat, rig_math
+from . import character, compat, rig_math
 from .errors import ThunderError
 from .head_build import SLIDER_RANGE, check_head, head_rig_data
 
@@ -75,6 +75,12 @@ def key_take(head, take, frame_start: float, name: str):
                           quaternions[:, j, axis])
         for axis in range(3):
             _write_fcurve(bone_curves, f'pose.bones["{joint}"].location', axis, frames, locations[:, j, axis])
+    # The characters this head drives get the take in the same action, in slots of their own (character.py).
+    try:
+        character.key_followers(head, action, take.parts, expression_names, frames)
+    except Exception:   # a take that cannot be keyed leaves no action behind
+        bpy.data.actions.remove(action)
+        raise
     action["thunder_take"] = True
     return action
 
@@ -164,6 +170,8 @@ def replace_take(head, index: int, take, frame_start: float, batch: int, audio_p
     _fill(item, take, action, frame_start, batch, audio_path)
     if old is not None and compat.assigned_action(shape_key_datablock(head)) == old:
         activate(head, index)   # it was playing: its replacement plays
+    if old is not None:
+        character.let_go(head, old)
     if old is not None and old.users <= 1:   # only its fake user: nothing else plays it
         bpy.data.actions.remove(old)
     return thunder.takes[index]
@@ -182,6 +190,7 @@ def activate(head, index: int, checked: bool = True) -> None:
     compat.assign(head, action, compat.find_slot(action, "OBJECT"))
     if thunder.active_take != index:
         thunder.active_take = index
+    character.follow(head)   # the characters it drives play the take too
 
 
 def delete(head, index: int) -> None:
@@ -191,6 +200,7 @@ def delete(head, index: int) -> None:
     if action is not None and compat.assigned_action(shape_key_datablock(head)) == action:
         compat.assign(shape_key_datablock(head), None, None)
         compat.assign(head, None, None)
+    character.let_go(head, action)
     thunder.takes.remove(index)
     if action is not None and action.users <= 1:   # only its fake user: nothing else plays it
         bpy.data.actions.remove(action)
@@ -213,3 +223,4 @@ def _restore_original(head) -> None:
         compat.assign(head, armature_action, compat.find_slot(armature_action, "OBJECT"))
     else:
         compat.assign(head, None, None)
+    character.follow(head)   # no take plays: the characters' own animation comes back

@@ -121,6 +121,68 @@ def draw_panel(layout, context) -> None:
         row.prop(settings, "export_usd", toggle=True)
         box.prop(settings, "export_all")
         box.operator("thunder.export")
+        draw_character(layout, context)
+
+
+class THUNDER_UL_arkit_mapping(bpy.types.UIList):
+    """One row per ARKit name: the character's shape key for it, which the user can change."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.label(text=item.name, icon="SHAPEKEY_DATA" if item.shape_key else "BLANK1")
+        keys = data.id_data.data.shape_keys if data.id_data.type == "MESH" else None
+        if keys is not None:
+            row.prop_search(item, "shape_key", keys, "key_blocks", text="")
+        else:
+            row.prop(item, "shape_key", text="")
+
+
+def draw_character(layout, context) -> None:
+    """The Character box: pick a mesh (and its bones), drive it, correct its ARKit mapping, export it."""
+    from . import character
+
+    settings = context.scene.thunder
+    box = layout.box()
+    box.label(text="Character (ARKit)", icon="OUTLINER_OB_ARMATURE")
+    box.prop(settings, "character", text="")
+    mesh = settings.character
+    if mesh is not None and mesh.type == "MESH":
+        binding = mesh.thunder_character
+        column = box.column(align=True)
+        column.prop(binding, "armature")
+        if binding.armature is not None:
+            bones = binding.armature.data
+            for name in ("jaw_bone", "eye_left_bone", "eye_right_bone", "head_bone"):
+                column.prop_search(binding, name, bones, "bones")
+        column.prop(binding, "head_target")
+        sub = column.row(align=True)
+        sub.enabled = binding.head_target != "NONE"
+        sub.prop(binding, "head_strength", slider=True)
+        row = column.row(align=True)
+        row.prop(binding, "jaw_open_angle")
+        row.operator("thunder.character_calibrate", text="", icon="DRIVER_DISTANCE")
+        row = box.row(align=True)
+        if binding.is_character:
+            row.operator("thunder.character_update", icon="FILE_REFRESH")
+            row.operator("thunder.character_release", text="", icon="X")
+        else:
+            row.operator("thunder.character_drive", icon="PLAY")
+        if len(binding.mapping):
+            missing = character.missing(mesh)
+            box.label(text=f"{52 - len(missing)} of ARKit's 52 shapes mapped")
+            box.template_list("THUNDER_UL_arkit_mapping", "", binding, "mapping", binding, "active_match", rows=4)
+            if missing:
+                _wrapped(box, "Missing: " + ", ".join(missing), icon="INFO")
+        row = box.row(align=True)
+        row.operator("thunder.character_match", icon="VIEWZOOM")
+        row.operator("thunder.character_mapping_save", text="", icon="FILE_TICK")
+        row.operator("thunder.character_mapping_load", text="", icon="FILEBROWSER")
+        if binding.is_character:
+            box.operator("thunder.character_export", icon="EXPORT")
+    row = box.row(align=True)
+    row.prop(settings, "export_arkit_csv", toggle=True)
+    row.prop(settings, "export_arkit_json", toggle=True)
+    row.operator("thunder.export_arkit", text="Export ARKit", icon="EXPORT")
 
 
 def draw_directing(layout, context) -> None:
@@ -199,7 +261,7 @@ class ThunderPreferences(bpy.types.AddonPreferences):
         draw_backend(layout)
 
 
-classes = (THUNDER_UL_takes, THUNDER_PT_view3d, THUNDER_PT_sequencer, ThunderPreferences)
+classes = (THUNDER_UL_takes, THUNDER_UL_arkit_mapping, THUNDER_PT_view3d, THUNDER_PT_sequencer, ThunderPreferences)
 
 
 def register():
