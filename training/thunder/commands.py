@@ -39,10 +39,13 @@ def cmd_eval(args) -> int:
         name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec).name, "", spec)
         models[name] = load_model(path, head)
     step_counts = [int(k) for k in str(args.steps).split(",")]
-    settings = SamplingSettings(steps=step_counts[0], sampler=args.sampler, guidance=args.guidance)
-    if len(step_counts) > 1:  # quality against steps: one row per model and step count
-        models = {f"{name} @{k}": (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance))
-                  for name, model in models.items() for k in step_counts}
+    smoothings = [float(s) for s in str(args.smoothing).split(",")]
+    settings = SamplingSettings(steps=step_counts[0], sampler=args.sampler, guidance=args.guidance,
+                                smoothing=smoothings[0])
+    if len(step_counts) > 1 or len(smoothings) > 1:  # one row per model, step count and smoothing
+        models = {name + (f" @{k}" if len(step_counts) > 1 else "") + (f" s{s:g}" if len(smoothings) > 1 else ""):
+                  (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance, smoothing=s))
+                  for name, model in models.items() for k in step_counts for s in smoothings}
     if args.audio:
         from training.real_speech import default_cache_dir
         from training.thunder.evaluate import format_real_speech_table
@@ -115,6 +118,8 @@ def register_eval(subcommands) -> None:
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")
+    p.add_argument("--smoothing", default="0.7", help="frames of the flicker filter (backend/flicker_filter.py; "
+                   "0: the raw samples); a list (0,0.7) gives one row per amount")
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")
