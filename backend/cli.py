@@ -120,14 +120,17 @@ def cmd_generate(args) -> int:
 
     from backend.files import prepare_output_folder, refuse_existing
     from backend.frame_rate import check_fps
-    from backend.generate import Generator, take_seeds
+    from backend.generate import Generator, best_of_keep, take_seeds
     from backend.progress import ProgressBar
     from backend.take_file import save_take, take_file_name
 
     # 1. The arguments (the output folder too), then the model (its emotions decide which settings are
     # valid), then the settings.
     fps = check_fps(args.fps)
-    seeds = take_seeds(args.takes, args.seed)
+    best_of = args.best_of
+    if best_of is not None:
+        best_of_keep(best_of, args.takes, None)
+    seeds = take_seeds(best_of or args.takes, args.seed)   # with --best-of: the candidates' seeds
     outputs = scene_outputs(args)
     check_model_arguments(args)
     out = prepare_output_folder(args.out, "--out")
@@ -139,7 +142,10 @@ def cmd_generate(args) -> int:
     # 2. Each file on its own: its failure is its own.
     failed = 0
     for audio in args.audio:
-        paths = [out / take_file_name(Path(audio).stem, k + 1, seed) for k, seed in enumerate(seeds)]
+        stem = Path(audio).stem
+        paths = [out / take_file_name(stem, k + 1, seed) for k, seed in enumerate(seeds)]
+        if best_of is not None:   # which seeds are kept is known only after scoring: refuse every name they may get
+            paths = [out / take_file_name(stem, k + 1, seed) for k in range(args.takes) for seed in seeds]
         bar = None
 
         def show_progress(step):
@@ -155,10 +161,11 @@ def cmd_generate(args) -> int:
             if outputs:
                 from backend.blender.scene import scene_output_paths
 
-                planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
+                planned += scene_output_paths(out, stem, args.takes if best_of else len(seeds), outputs)
             refuse_existing(planned)
-            takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
-                                       end=args.end, callback=show_progress)
+            takes = generator.generate(audio, takes=args.takes, seeds=seeds, settings=settings, fps=fps,
+                                       start=args.start, end=args.end, callback=show_progress, best_of=best_of)
+            paths = [out / take_file_name(stem, k + 1, take.seed) for k, take in enumerate(takes)]
             written = [save_take(path, take) for path, take in zip(paths, takes)]
         except ThunderError as exc:
             failure = str(exc)
@@ -292,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "overwritten)")
     generate.add_argument("--takes", type=int, default=1, help="takes per file (default 1)")
     generate.add_argument("--seed", type=int, default=0, help="seed of the first take; take k uses seed + k - 1")
+    generate.add_argument("--best-of", type=int, metavar="N",
+                          help="sample N candidates (seeds seed .. seed + N - 1) and keep the --takes best by how "
+                               "well their lips read (M2S's mel agreement with the audio, docs/take_format.md)")
     generate.add_argument("--emotion", help="an emotion the model knows (default: the model's, neutral)")
     generate.add_argument("--intensity", type=float, help="emotion intensity 0..1 (default 1 with --emotion)")
     generate.add_argument("--guidance", type=float, help="classifier-free guidance on audio (1: none)")

@@ -34,7 +34,7 @@ from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
 from backend.frame_rate import check_fps, frames_for_seconds, resample_motion
 from backend.head import load_head
-from backend.models import SHIPPED_THUNDER
+from backend.models import SHIPPED_M2S, SHIPPED_THUNDER
 from backend.motion import unpack_motion
 from backend.take_sampling import SamplingSettings, sample_takes
 from backend.take_file import Take
@@ -185,6 +185,7 @@ class Generator:
         self.max_seconds = max_seconds
         self.model_identity = {"name": self.checkpoint.resolve().name,
                                "hash": checkpoint_fingerprint(self.checkpoint)}
+        self._m2s = None   # loaded on first use (m2s_model)
         self.default_settings = settings_with(SamplingSettings(), {
             name: value for name, value in self.model.config.get("sampling", {}).items()
             if name in SamplingSettings.__dataclass_fields__})
@@ -203,6 +204,33 @@ class Generator:
         settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         return settings
 
+    def m2s_model(self):
+        """The shipped M2S model for this generator's head, loaded once, or None when it does not fit the head
+        (a FLAME head: M2S was trained on the built-in head) or is missing: takes then go without a score."""
+        if self._m2s is None:
+            from backend.checkpoint import CheckpointError
+            from backend.m2s import load_m2s
+
+            try:
+                self._m2s = load_m2s(SHIPPED_M2S, self.head).to(self.device)
+            except CheckpointError:
+                self._m2s = False
+        return self._m2s or None
+
+    def score_takes(self, motion: np.ndarray, wave: np.ndarray) -> list[dict]:
+        """The scores of 25 fps takes (N, T, D) of `wave`: [{"m2s_mel_l1": ...}] per take (backend/m2s/reading.py),
+        or [{}] per take without an M2S for the head."""
+        from backend.m2s.reading import lip_reading_score
+
+        m2s = self.m2s_model()
+        if m2s is None:
+            return [{} for _ in motion]
+        scores = []
+        for take_motion in motion:
+            parts = unpack_motion(take_motion, self.model.n_expression)
+            scores.append({"m2s_mel_l1": lip_reading_score(m2s, parts["expression"], parts["jaw"], wave)})
+        return scores
+
     def read_speech(self, audio, sample_rate: int = SAMPLE_RATE) -> SpeechAudio:
         """A path, or samples in memory (at `sample_rate`), as SpeechAudio, within this generator's limit."""
         if isinstance(audio, SpeechAudio):
@@ -213,9 +241,14 @@ class Generator:
 
     def generate(self, audio, takes: int = 1, seed: int = 0, settings: SamplingSettings | Mapping | None = None,
                  fps: float = MOTION_FPS, start: float = 0.0, end: float | None = None, seeds=None,
-                 callback: Callback = None, sample_rate: int = SAMPLE_RATE) -> list[Take]:
+                 callback: Callback = None, sample_rate: int = SAMPLE_RATE, best_of: int | None = None) -> list[Take]:
         """Sample takes for `audio` (a file path or samples): one per seed (`seeds`, or seed, seed + 1, ... for
         `takes`), all in one batch, at `fps`, over the seconds from `start` to `end` (default: the end).
+        Every take is scored by how well its lips read (Take.scores, backend/m2s/reading.py) when the head has
+        an M2S model.
+
+        best_of N: sample N candidates (`seeds`, or seed, ..., seed + N - 1) and return the `takes` best of
+        them, best first (the lowest m2s_mel_l1); without an M2S for the head it is refused.
 
         `callback(SamplerStep)` sees every sampler step (its index and total count the steps of all windows);
         raising backend.diffusion.samplers.Cancelled in it stops between steps."""
@@ -225,6 +258,13 @@ class Generator:
         else:
             settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         fps = check_fps(fps)
+        keep = None
+        if best_of is not None:
+            keep = best_of_keep(best_of, takes, seeds)
+            if self.m2s_model() is None:
+                raise GenerateError(f"best of {best_of} needs the M2S model to score takes, and there is none for "
+                                    f"the head {self.head.name}")
+            takes = best_of
         seeds = take_seeds(takes, seed, seeds)
 
         # 2. The audio, and the part of it asked for.
@@ -239,19 +279,38 @@ class Generator:
             raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
                                 f"its checkpoint {self.checkpoint} may be damaged")
 
-        # 4. The scene's frame rate, and the record of how each take was made.
+        # 4. How well each take's lips read (at 25 fps, against the audio they animate); best of N keeps the best.
+        scores = self.score_takes(motion, wave)
+        order = list(range(len(seeds)))
+        if keep is not None:
+            order = sorted(order, key=lambda k: scores[k]["m2s_mel_l1"])[:keep]
+
+        # 5. The scene's frame rate, and the record of how each take was made.
         n_frames = frames_for_seconds(len(wave) / SAMPLE_RATE, fps)
         audio_record = {"sha256": speech.sha256, "hashed": speech.hashed, "file": speech.file,
                         "seconds": speech.seconds, "start": first / SAMPLE_RATE, "end": stop / SAMPLE_RATE}
         head_record = {"name": self.head.name, "identity": self.head.identity}
         result = []
-        for take_seed, take_motion in zip(seeds, motion):
-            parts = unpack_motion(take_motion, self.model.n_expression)
+        for k in order:
+            parts = unpack_motion(motion[k], self.model.n_expression)
             parts = resample_motion({k: np.ascontiguousarray(v) for k, v in parts.items()}, MOTION_FPS, fps,
                                     n_frames)
-            result.append(Take(**parts, fps=fps, seed=take_seed, settings=dataclasses.asdict(settings),
-                               model=dict(self.model_identity), head=dict(head_record), audio=dict(audio_record)))
+            result.append(Take(**parts, fps=fps, seed=seeds[k], settings=dataclasses.asdict(settings),
+                               model=dict(self.model_identity), head=dict(head_record), audio=dict(audio_record),
+                               scores=scores[k]))
         return result
+
+
+def best_of_keep(best_of, takes, seeds) -> int:
+    """How many takes best of `best_of` keeps (`takes`), checked: 1 <= takes <= best_of <= MAX_TAKES, and
+    `seeds`, when given, one per candidate."""
+    if isinstance(best_of, bool) or not isinstance(best_of, int) or not 1 <= best_of <= MAX_TAKES:
+        raise GenerateError(f"best of must be a whole number of candidates from 1 to {MAX_TAKES}, not {best_of!r}")
+    if isinstance(takes, bool) or not isinstance(takes, int) or not 1 <= takes <= best_of:
+        raise GenerateError(f"best of {best_of} keeps from 1 to {best_of} takes, not {takes!r}")
+    if seeds is not None and (not isinstance(seeds, (list, tuple)) or len(seeds) != best_of):
+        raise GenerateError(f"best of {best_of} samples {best_of} candidates: give {best_of} seeds, not {seeds!r}")
+    return takes
 
 
 def _sample_range(speech: SpeechAudio, start, end) -> tuple[int, int]:
