@@ -67,7 +67,7 @@ def test_strengths_of_one_leave_the_take_exactly_and_scale_only_their_region(hea
     same = apply_strengths(parts, names, {r: 1.0 for r in strengths.REGIONS} | {"smoothing": 0.0}, FPS)
     assert all(np.array_equal(same[k], parts[k]) for k in parts)
 
-    changed = apply_strengths(parts, names, {"brows": 0.0, "head": 0.5, "lips_jaw": 1.5}, FPS)
+    changed = apply_strengths(parts, names, {"brows": 0.0, "head_motion": 0.5, "lips_jaw": 1.5}, FPS)
     brows = strengths.region_mask(names, "brows")
     mouth = strengths.region_mask(names, "lips_jaw")
     assert brows.sum() == 5 and mouth.sum() == 23   # the built-in head's ARKit names

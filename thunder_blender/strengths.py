@@ -10,7 +10,7 @@ Regions, by the built-in head's ARKit names (a FLAME head's exp000... match none
 (through the jaw) and head motion apply):
 - lips_jaw: every mouth* component and the jaw rotation
 - brows: brow*;  blinks: eyeBlink*, eyeSquint*, eyeWide* (the lids);  cheeks_nose: cheek*, nose*
-- head: the neck rotation (the head's motion on the neck)
+- head_motion: the neck rotation (the head's motion on the neck)
 A strength s multiplies a component's value (a rotation's angle) by s: 0 holds the rest pose, 1 is the take,
 2 doubles it.
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from . import rig_math
 
-REGIONS = ("lips_jaw", "brows", "blinks", "cheeks_nose", "head")
+REGIONS = ("lips_jaw", "brows", "blinks", "cheeks_nose", "head_motion")
 REGION_PREFIXES = {"lips_jaw": ("mouth",), "brows": ("brow",), "blinks": ("eyeBlink", "eyeSquint", "eyeWide"),
                    "cheeks_nose": ("cheek", "nose")}
 STRENGTH_RANGE = (0.0, 2.0)
@@ -119,7 +119,7 @@ def apply_strengths(parts: dict, expression_names, strengths: dict, fps: float,
         scale[region_mask(expression_names, region)] = float(strengths.get(region, 1.0))
     out["expression"] *= scale
     out["jaw"] *= float(strengths.get("lips_jaw", 1.0))
-    out["neck"] *= float(strengths.get("head", 1.0))
+    out["neck"] *= float(strengths.get("head_motion", 1.0))
     smoothing = float(strengths.get("smoothing", 0.0))
     if smoothing > 0:
         if lips is None:

@@ -16,9 +16,9 @@ import json
 import bpy
 import numpy as np
 
-from . import compat, rig_math
+from . import compat, rig_math, strengths as strength_math
 from .errors import ThunderError
-from .head_build import SLIDER_RANGE, check_head, head_rig_data
+from .head_build import SLIDER_RANGE, check_head, head_lip_geometry, head_rig_data
 
 
 class TakeError(ThunderError):
@@ -39,8 +39,9 @@ def _write_fcurve(fcurves, data_path: str, index: int, frames: np.ndarray, value
 _LINEAR = 1
 
 
-def key_take(head, take, frame_start: float, name: str):
-    """A new action holding `take` (a take_file.TakeData) keyed on `head` from `frame_start`, one key per frame."""
+def key_take(head, take, frame_start: float, name: str, strengths: dict | None = None):
+    """A new action holding `take` (a take_file.TakeData) keyed on `head` from `frame_start`, one key per frame,
+    with `strengths` ({region: s, "smoothing": a}, strengths.py) applied when given."""
     thunder = head.thunder
     check_head(head)
     if take.meta["head"].get("identity") != thunder.identity:
@@ -51,10 +52,18 @@ def key_take(head, take, frame_start: float, name: str):
     if expression.shape[1] != len(expression_names):
         raise TakeError(f"the take {take.path.name} has {expression.shape[1]} expression components; "
                         f"{head.name} has {len(expression_names)}")
+    parts = take.parts
+    if strengths and not strength_math.is_identity(strengths):
+        lips = head_lip_geometry(head)
+        if lips is None and strengths.get("smoothing", 0.0) > 0:
+            raise TakeError(f"{head.name} was built without its lip landmarks, so Thunder cannot smooth it "
+                            "without opening its /p b m/ closures; add the head again to smooth its takes")
+        parts = strength_math.apply_strengths(parts, expression_names, strengths, take.fps, lips)
+        expression = parts["expression"]
     if np.abs(expression).max(initial=0.0) > SLIDER_RANGE:
         raise TakeError(f"the take {take.path.name} has expression weights beyond Blender's slider limit of "
                         f"±{SLIDER_RANGE:g}")
-    pose = rig_math.take_pose(take.parts, len(joint_names))
+    pose = rig_math.take_pose(parts, len(joint_names))
     correctives = rig_math.pose_corrective_features(rig_math.axis_angle_to_matrix(pose))
     locations, quaternions = rig_math.bone_channels(pose, expression, joints, joint_basis)
     frames = frame_start + np.arange(take.n_frames, dtype=np.float64)
@@ -135,6 +144,9 @@ def _fill(item, take, action, frame_start: float, batch: int, audio_path: str) -
     item.frame_start = frame_start
     item.frames = take.n_frames
     item.batch = batch
+    score = take.meta.get("scores", {}).get("m2s_mel_l1")
+    item.has_m2s_score = score is not None
+    item.m2s_mel_l1 = float(score) if score is not None else 0.0
 
 
 def _action_name(head, label: str, take) -> str:
@@ -156,10 +168,11 @@ def add_take(head, take, frame_start: float, batch: int, audio_path: str, label:
 
 def replace_take(head, index: int, take, frame_start: float, batch: int, audio_path: str):
     """Put `take` in the place of take `index` (same name and position; Resample's new take for an unkept
-    one), remove the old take's action, and keep playing whatever played. Returns the list entry."""
+    one), remove the old take's action, and keep playing whatever played. The entry's strengths stay and
+    apply to the new take. Returns the list entry."""
     thunder = head.thunder
     item = thunder.takes[index]
-    action = key_take(head, take, frame_start, _action_name(head, item.name, take))
+    action = key_take(head, take, frame_start, _action_name(head, item.name, take), item_strengths(item))
     old = item.action
     _fill(item, take, action, frame_start, batch, audio_path)
     if old is not None and compat.assigned_action(shape_key_datablock(head)) == old:
@@ -213,3 +226,27 @@ def _restore_original(head) -> None:
         compat.assign(head, armature_action, compat.find_slot(armature_action, "OBJECT"))
     else:
         compat.assign(head, None, None)
+
+
+# ---------------------------------------------------------------------------------------------- strengths
+STRENGTH_PROPERTIES = {region: f"strength_{region}" for region in strength_math.REGIONS}
+
+
+def item_strengths(item) -> dict:
+    """A take entry's strengths, as strengths.apply_strengths takes them."""
+    values = {region: float(getattr(item, prop)) for region, prop in STRENGTH_PROPERTIES.items()}
+    values["smoothing"] = float(item.smoothing)
+    return values
+
+
+def rekey_strengths(head, index: int) -> None:
+    """Key take `index` again from its take file with its entry's strengths (no sampling): its action is
+    replaced in place and plays if the take played. A take file that is gone is a TakeError."""
+    from .take_file import TakeReadError, read_take
+
+    item = head.thunder.takes[index]
+    try:
+        take = read_take(item.file)
+    except TakeReadError as exc:
+        raise TakeError(f"the strengths of {item.name} need its take file again: {exc}") from None
+    replace_take(head, index, take, item.frame_start, item.batch, item.audio)
