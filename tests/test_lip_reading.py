@@ -77,10 +77,13 @@ def test_long_takes_are_read_in_windows_that_agree_with_one_read(m2s, head):
     assert np.abs(windowed - whole).mean() < 0.2 * np.abs(whole - whole.mean()).mean()
 
 
-def test_every_take_is_scored_and_best_of_keeps_the_best(generator, speech, tmp_path):
+def test_every_take_is_scored_and_best_of_keeps_the_best(generator, m2s, speech, tmp_path):
     every = generator.generate(speech, takes=4, seed=3, settings=FEW_STEPS)
     scores = {t.seed: t.scores["m2s_mel_l1"] for t in every}
     assert all(math.isfinite(s) and 0 < s < 10 for s in scores.values()) and len(set(scores.values())) == 4
+    # Read in one batch, each as if alone (25 fps takes: the frames M2S hears).
+    alone = lip_reading_score(m2s, every[2].expression, every[2].jaw, generator.read_speech(speech).samples)
+    assert scores[5] == pytest.approx(alone, abs=1e-5)
     best = generator.generate(speech, takes=2, seed=3, best_of=4, settings=FEW_STEPS)
     assert [t.seed for t in best] == sorted(scores, key=scores.get)[:2]   # best first
     by_seed = {t.seed: t for t in every}

@@ -32,26 +32,33 @@ CONTEXT_FRAMES = 25    # 1 s on each side, so no kept frame is near a window's e
 @torch.no_grad()
 def predict_mel(m2s, expression: np.ndarray, jaw: np.ndarray, window: int = WINDOW_FRAMES,
                 context: int = CONTEXT_FRAMES) -> np.ndarray:
-    """The log-mel M2S hears in 25 fps motion: expression (T, E), jaw (T, 3) -> (4T, n_mels) float32."""
-    expression = torch.as_tensor(np.asarray(expression, dtype=np.float32))
-    jaw = torch.as_tensor(np.asarray(jaw, dtype=np.float32))
-    frames = len(expression)
-    out = np.empty((frames * MELS_PER_FRAME, m2s.network.config.n_mels), dtype=np.float32)
+    """The log-mel M2S hears in 25 fps motion: expression (T, E), jaw (T, 3) -> (4T, n_mels) float32; or a
+    batch of takes, (N, T, E) and (N, T, 3) -> (N, 4T, n_mels), read together."""
+    device = next(m2s.parameters()).device   # the generator's (a GPU when it samples there)
+    expression = torch.as_tensor(np.asarray(expression, dtype=np.float32), device=device)
+    jaw = torch.as_tensor(np.asarray(jaw, dtype=np.float32), device=device)
+    single = expression.ndim == 2
+    if single:
+        expression, jaw = expression[None], jaw[None]
+    takes, frames = expression.shape[:2]
+    out = np.empty((takes, frames * MELS_PER_FRAME, m2s.network.config.n_mels), dtype=np.float32)
     for start in range(0, frames, window):
         stop = min(frames, start + window)
         first, last = max(0, start - context), min(frames, stop + context)
-        _, mel = m2s.from_motion(expression[None, first:last], jaw[None, first:last])
+        _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
         keep = slice((start - first) * MELS_PER_FRAME, (stop - first) * MELS_PER_FRAME)
-        out[start * MELS_PER_FRAME: stop * MELS_PER_FRAME] = mel[0, keep].numpy()
-    return out
+        out[:, start * MELS_PER_FRAME: stop * MELS_PER_FRAME] = mel[:, keep].cpu().numpy()
+    return out[0] if single else out
 
 
-def lip_reading_score(m2s, expression: np.ndarray, jaw: np.ndarray, wave: np.ndarray) -> float:
+def lip_reading_score(m2s, expression: np.ndarray, jaw: np.ndarray, wave: np.ndarray):
     """Mean |M2S's log-mel from the lips - the audio's log-mel| over the take (lower: the lips read better).
-    expression (T, E) and jaw (T, 3) at 25 fps; wave: the 16 kHz samples those frames animate."""
+    expression (T, E) and jaw (T, 3) at 25 fps, or a batch (N, T, E) and (N, T, 3) of takes of the same audio
+    (then an (N,) array); wave: the 16 kHz samples those frames animate."""
     predicted = predict_mel(m2s, expression, jaw)
-    heard = clip_log_mel(np.asarray(wave, dtype=np.float32), len(expression))
-    return float(np.abs(predicted - heard).mean())
+    heard = clip_log_mel(np.asarray(wave, dtype=np.float32), np.shape(expression)[-2])
+    scores = np.abs(predicted - heard).mean(axis=(-2, -1))
+    return float(scores) if np.ndim(scores) == 0 else scores
 
 
 def lips_audio(m2s, expression: np.ndarray, jaw: np.ndarray, vocoder=None) -> np.ndarray:
