@@ -66,10 +66,16 @@ def scene_outputs(args):
     """What --blend, --fbx, --abc, --usd and --preview ask for (backend.blender.scene.SceneOutputs), after
     checking that bpy can be imported; None when none of them is given."""
     formats = tuple(fmt for fmt in ("fbx", "abc", "usd") if getattr(args, fmt, False))
+    strengths = tuple(getattr(args, "strength", None) or ())
     if not (args.blend or formats or args.preview):
+        if strengths:
+            raise ThunderError("--strength shapes the takes in the Blender scene; add --blend, --fbx, --abc, --usd "
+                               "or --preview (the take files themselves stay as sampled)")
         return None
     require_blender()
-    from backend.blender.scene import SceneOutputs
+    from backend.blender.scene import SceneOutputs, check_strengths
+
+    check_strengths(dict(strengths))
 
     blend = args.blend
     if isinstance(blend, str):   # --blend OUT.blend: one audio file's scene, saved where the user says
@@ -79,7 +85,7 @@ def scene_outputs(args):
         if not blend.endswith(".blend"):
             raise ThunderError(f"--blend {blend}: a Blender file's name ends in .blend")
     return SceneOutputs(blend=blend, formats=formats, preview=args.preview,
-                        resolution=preview_resolution(args.preview_resolution))
+                        resolution=preview_resolution(args.preview_resolution), strengths=strengths)
 
 
 def require_blender() -> None:
@@ -275,6 +281,22 @@ def add_scene_arguments(parser) -> None:
                         help="also render take 1 with its sound to <audio stem>.preview.mp4")
     parser.add_argument("--preview-resolution", type=int, default=512,
                         help="width and height of the preview video in pixels (default 512)")
+    parser.add_argument("--strength", type=strength_argument, action="append", metavar="NAME=VALUE",
+                        help="a strength for every take in the scene (and so in its exports): lips_jaw, brows, "
+                             "blinks, cheeks_nose or head_motion 0..2 (1: as sampled), or smoothing 0..1 (keeps "
+                             "/p b m/ closures); repeat for several")
+
+
+def strength_argument(text: str) -> tuple[str, float]:
+    """--strength NAME=VALUE as (name, value); which names and values are allowed is the add-on's rule."""
+    name, equals, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not equals or not name or number is None:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=VALUE, e.g. brows=0.5 or smoothing=0.3")
+    return name.strip(), number
 
 
 def build_parser() -> argparse.ArgumentParser:

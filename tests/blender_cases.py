@@ -645,6 +645,21 @@ def strengths_scores_and_listen(work_dir, args):
     check(all(np.abs(key[(f'key_blocks["{n}"].value', 0)][1]).max() == 0 for n in brows),
           "the resampled take was keyed without its strengths")
 
+    # The panel's slider is the property itself: setting it keys the take again, and back.
+    third = takes[2]
+    third.strength_brows = 0.0
+    key = key_values(third.action, "KEY")
+    check(all(np.abs(key[(f'key_blocks["{n}"].value', 0)][1]).max() == 0 for n in brows), "the slider did not re-key")
+    third.strength_brows = 1.0
+    check_take_keys(head, third, float(third.frame_start))
+    # A take whose file is gone cannot be re-keyed: a sentence, and the take as it was.
+    moved = third.file + ".away"
+    os.replace(third.file, moved)
+    refused.append(_refused(lambda: api.set_strengths(head, 2, brows=0.5), "need its take file again"))
+    check(third.strength_brows == 1.0, "a strength that could not be applied was set anyway")
+    os.replace(moved, third.file)
+    check_take_keys(head, third, float(third.frame_start))
+
     # Listen: a muted strip of what take 1's lips say, beside the voice, from the take's first frame.
     listened = api.listen(head, 0)
     check(listened.mute and listened.type == "SOUND", "the listen strip is not a muted sound strip")

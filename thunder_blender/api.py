@@ -416,34 +416,14 @@ def score_order(takes) -> list[int]:
 
 def set_strengths(head=None, take=None, **strengths) -> None:
     """Set a take's strengths (by index or name; None: the active take) and key it again from its file, no
-    sampling: lips_jaw, brows, blinks, cheeks_nose, head_motion (0..2, 1: as sampled) and smoothing (0..1; /p b m/
-    closures are kept). Values not given stay; all 1 and smoothing 0 give the take exactly as sampled."""
-    from .strengths import REGIONS, STRENGTH_RANGE
-
+    sampling: lips_jaw, brows, blinks, cheeks_nose, head_motion (0..2, 1: as sampled) and smoothing (0..1;
+    /p b m/ closures are kept). Values not given stay; all 1 and smoothing 0 give the take exactly as sampled."""
     head = resolve_head(head)
+    check_head(head)
     index = head.thunder.active_take if take is None else _take_index(head, take)
     if not 0 <= index < len(head.thunder.takes):
         raise ThunderError(f"{head.name} has no take to set strengths on; Generate first")
-    unknown = sorted(set(strengths) - set(REGIONS) - {"smoothing"})
-    if unknown:
-        raise ThunderError(f"unknown strength {', '.join(unknown)}; the strengths are "
-                           f"{', '.join(REGIONS)} and smoothing")
-    checked = {name: checked_number("takes", value, low=0.0, high=1.0 if name == "smoothing" else STRENGTH_RANGE[1],
-                                    label=f"the strength {name}") for name, value in strengths.items()}
-    item = head.thunder.takes[index]
-    before = take_actions.item_strengths(item)
-    try:
-        # Each property's update keys the take again; the last one leaves it keyed with all of them.
-        for name, value in checked.items():
-            setattr(item, "smoothing" if name == "smoothing" else take_actions.STRENGTH_PROPERTIES[name], value)
-        if notice.level == "ERROR" and notice.text:   # an update failed (it cannot raise): undo and say it
-            raise ThunderError(notice.text)
-    except ThunderError:
-        for name, value in before.items():
-            prop = "smoothing" if name == "smoothing" else take_actions.STRENGTH_PROPERTIES[name]
-            if getattr(item, prop) != value:
-                setattr(item, prop, value)
-        raise
+    take_actions.set_strengths(head, index, strengths)
 
 
 # ---------------------------------------------------------------------------------------------- listen

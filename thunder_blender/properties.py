@@ -39,6 +39,8 @@ def _rekey_strengths(self, context):
     """A strength changed: key the take again from its file with the entry's strengths (no sampling)."""
     from . import api, take_actions
 
+    if take_actions.writing_strengths():   # set_strengths keyed the take already
+        return
     head = self.id_data
     index = next((k for k, item in enumerate(head.thunder.takes) if item.as_pointer() == self.as_pointer()), None)
     if index is None:

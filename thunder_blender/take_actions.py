@@ -166,13 +166,15 @@ def add_take(head, take, frame_start: float, batch: int, audio_path: str, label:
     return item
 
 
-def replace_take(head, index: int, take, frame_start: float, batch: int, audio_path: str):
+def replace_take(head, index: int, take, frame_start: float, batch: int, audio_path: str,
+                 strengths: dict | None = None):
     """Put `take` in the place of take `index` (same name and position; Resample's new take for an unkept
-    one), remove the old take's action, and keep playing whatever played. The entry's strengths stay and
-    apply to the new take. Returns the list entry."""
+    one), remove the old take's action, and keep playing whatever played. The new take is keyed with
+    `strengths`, by default the entry's (they stay with the place). Returns the list entry."""
     thunder = head.thunder
     item = thunder.takes[index]
-    action = key_take(head, take, frame_start, _action_name(head, item.name, take), item_strengths(item))
+    strengths = item_strengths(item) if strengths is None else strengths
+    action = key_take(head, take, frame_start, _action_name(head, item.name, take), strengths)
     old = item.action
     _fill(item, take, action, frame_start, batch, audio_path)
     if old is not None and compat.assigned_action(shape_key_datablock(head)) == old:
@@ -239,9 +241,9 @@ def item_strengths(item) -> dict:
     return values
 
 
-def rekey_strengths(head, index: int) -> None:
-    """Key take `index` again from its take file with its entry's strengths (no sampling): its action is
-    replaced in place and plays if the take played. A take file that is gone is a TakeError."""
+def rekey_strengths(head, index: int, strengths: dict | None = None) -> None:
+    """Key take `index` again from its take file with `strengths` (default: its entry's), no sampling: its
+    action is replaced in place and plays if the take played. A take file that is gone is a TakeError."""
     from .take_file import TakeReadError, read_take
 
     item = head.thunder.takes[index]
@@ -249,4 +251,42 @@ def rekey_strengths(head, index: int) -> None:
         take = read_take(item.file)
     except TakeReadError as exc:
         raise TakeError(f"the strengths of {item.name} need its take file again: {exc}") from None
-    replace_take(head, index, take, item.frame_start, item.batch, item.audio)
+    replace_take(head, index, take, item.frame_start, item.batch, item.audio, strengths)
+
+
+def check_strengths(values: dict) -> None:
+    """TakeError (one sentence) unless `values` names only strengths (strengths.REGIONS, "smoothing") with
+    numbers in their ranges: 0 to 2, smoothing 0 to 1."""
+    unknown = sorted(set(values) - set(STRENGTH_PROPERTIES) - {"smoothing"})
+    if unknown:
+        raise TakeError(f"unknown strength {', '.join(unknown)}; the strengths are "
+                        f"{', '.join(strength_math.REGIONS)} and smoothing")
+    for name, value in values.items():
+        high = 1.0 if name == "smoothing" else strength_math.STRENGTH_RANGE[1]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= high:
+            raise TakeError(f"the strength {name} must be a number from 0 to {high:g}, not {value!r}")
+
+
+_writing_strengths = False   # set while set_strengths writes an entry's properties: it has keyed the take itself
+
+
+def writing_strengths() -> bool:
+    return _writing_strengths
+
+
+def set_strengths(head, index: int, values: dict) -> None:
+    """Give take `index` the strengths `values` ({region or "smoothing": number}; the others stay) and key it
+    again with them. Unknown names and numbers out of range are a TakeError, and so is a take that cannot be
+    keyed (its file gone, smoothing on a head without lip landmarks): then nothing changes."""
+    global _writing_strengths
+    check_strengths(values)
+    item = head.thunder.takes[index]
+    wanted = {**item_strengths(item), **{name: float(value) for name, value in values.items()}}
+    rekey_strengths(head, index, wanted)   # first: a failure leaves the entry as it was
+    item = head.thunder.takes[index]
+    _writing_strengths = True
+    try:
+        for name, value in wanted.items():
+            setattr(item, "smoothing" if name == "smoothing" else STRENGTH_PROPERTIES[name], value)
+    finally:
+        _writing_strengths = False
