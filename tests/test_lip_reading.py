@@ -21,27 +21,15 @@ from backend.m2s import load_m2s
 from backend.m2s.reading import lip_reading_score, predict_mel, take_lips_audio
 from backend.models import SHIPPED_M2S
 from backend.take_file import TakeFileError, load_take, save_take
-from generation_fixtures import write_speech
+from test_generate import FEW_STEPS, generator, speech  # noqa: F401  (the same tiny generator and 3.3 s speech)
 from test_serve import Client, start_service
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-FEW_STEPS = {"steps": 2}
-
-
-@pytest.fixture(scope="module")
-def generator(tiny_model):
-    return Generator(tiny_model, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def m2s(head):
     return load_m2s(SHIPPED_M2S, head)
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory):
-    return write_speech(tmp_path_factory.mktemp("audio") / "hello.wav", 3.3)
 
 
 def test_the_score_is_lower_for_lips_that_fit_the_audio(m2s, head):
