@@ -311,11 +311,13 @@ class Service:
         from backend.take_file import load_take
 
         take_path = _field(request, "take", str, "a take file path")
-        if take_path is None:
+        if not take_path:
             raise RequestError("a listen request needs 'take', the path of a take file")
-        out = Path(_field(request, "out", str, "a WAV file path") or Path(take_path).with_suffix(".lips.wav"))
+        out = _field(request, "out", str, "a WAV file path")
+        take = load_take(take_path)   # a take file, so its path has a name to put the WAV beside
+        out = Path(out) if out else Path(take_path).with_suffix(".lips.wav")
         refuse_existing([out], "sound files")
-        take = load_take(take_path)
+        prepare_output_folder(out.parent, "the listen request's out folder")
         generator = self._loaded_generator()
         m2s = generator.m2s_model()
         if m2s is None:

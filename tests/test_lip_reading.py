@@ -156,6 +156,13 @@ def test_the_service_keeps_the_best_and_listens_to_a_take(tiny_model, speech, tm
         assert again["event"] == "error" and "already exists" in again["message"]
         missing = client.until(client.send("listen"), final=("listen", "error"))[0]
         assert missing["code"] == "bad_request" and "needs 'take'" in missing["message"]
+        for fields, words in (({"take": str(tmp_path)}, "is not a file"),
+                              ({"take": str(tmp_path / "none.npz")}, "does not exist"),
+                              ({"take": kept[0]["path"], "out": str(speech) + "/x.wav"}, "out folder")):
+            refused = client.until(client.send("listen", **fields), final=("listen", "error"))[0]
+            assert refused["code"] == "input" and words in refused["message"], refused
+        beside = client.until(client.send("listen", take=kept[1]["path"]), final=("listen", "error"), timeout=120)[0]
+        assert beside["file"] == kept[1]["path"][: -len(".npz")] + ".lips.wav", beside
     finally:
         process.stdin.close()
         process.wait(60)
