@@ -427,7 +427,7 @@ def set_strengths(head=None, take=None, **strengths) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- listen
-def listen(head=None, take=None, wait: bool | None = None, context=None):
+def listen(head=None, take=None, context=None):
     """Hear what a take's lips say: the backend's M2S turns the take (by index or name; None: the active
     take) back into speech, vocoded with Griffin-Lim, and it is added as a muted sound strip beside the
     take's audio in the Sequencer (unmute it, and mute the original, to listen). Returns the strip."""
