@@ -80,6 +80,14 @@ def log_mel_spectrogram(wave: torch.Tensor) -> torch.Tensor:
     return torch.log(mel.clamp_min(LOG_MEL_FLOOR))
 
 
+def clip_log_mel(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """Log-mel of 16 kHz audio for `n_frames` motion frames, padded with silence or cut to exactly 4 mel
+    frames per motion frame: (4T, 80) float32. What M2S is trained to predict, and scored against."""
+    wave = np.zeros(n_frames * SAMPLES_PER_FRAME, dtype=np.float32)
+    wave[: min(len(audio), len(wave))] = audio[: len(wave)]
+    return log_mel_spectrogram(torch.from_numpy(wave))[0].numpy()
+
+
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Mono float audio in [-1, 1] to a 16-bit PCM WAV file."""
     pcm = (np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).round().astype("<i2")

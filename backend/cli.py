@@ -66,10 +66,16 @@ def scene_outputs(args):
     """What --blend, --fbx, --abc, --usd and --preview ask for (backend.blender.scene.SceneOutputs), after
     checking that bpy can be imported; None when none of them is given."""
     formats = tuple(fmt for fmt in ("fbx", "abc", "usd") if getattr(args, fmt, False))
+    strengths = tuple(getattr(args, "strength", None) or ())
     if not (args.blend or formats or args.preview):
+        if strengths:
+            raise ThunderError("--strength shapes the takes in the Blender scene; add --blend, --fbx, --abc, --usd "
+                               "or --preview (the take files themselves stay as sampled)")
         return None
     require_blender()
-    from backend.blender.scene import SceneOutputs
+    from backend.blender.scene import SceneOutputs, check_strengths
+
+    check_strengths(dict(strengths))
 
     blend = args.blend
     if isinstance(blend, str):   # --blend OUT.blend: one audio file's scene, saved where the user says
@@ -79,7 +85,7 @@ def scene_outputs(args):
         if not blend.endswith(".blend"):
             raise ThunderError(f"--blend {blend}: a Blender file's name ends in .blend")
     return SceneOutputs(blend=blend, formats=formats, preview=args.preview,
-                        resolution=preview_resolution(args.preview_resolution))
+                        resolution=preview_resolution(args.preview_resolution), strengths=strengths)
 
 
 def require_blender() -> None:
@@ -120,14 +126,17 @@ def cmd_generate(args) -> int:
 
     from backend.files import prepare_output_folder, refuse_existing
     from backend.frame_rate import check_fps
-    from backend.generate import Generator, take_seeds
+    from backend.generate import Generator, best_of_keep, take_seeds
     from backend.progress import ProgressBar
     from backend.take_file import save_take, take_file_name
 
     # 1. The arguments (the output folder too), then the model (its emotions decide which settings are
     # valid), then the settings.
     fps = check_fps(args.fps)
-    seeds = take_seeds(args.takes, args.seed)
+    best_of = args.best_of
+    if best_of is not None:
+        best_of_keep(best_of, args.takes, None)
+    seeds = take_seeds(best_of or args.takes, args.seed)   # with --best-of: the candidates' seeds
     outputs = scene_outputs(args)
     check_model_arguments(args)
     out = prepare_output_folder(args.out, "--out")
@@ -142,7 +151,10 @@ def cmd_generate(args) -> int:
     # 2. Each file on its own: its failure is its own.
     failed = 0
     for audio in args.audio:
-        paths = [out / take_file_name(Path(audio).stem, k + 1, seed) for k, seed in enumerate(seeds)]
+        stem = Path(audio).stem
+        paths = [out / take_file_name(stem, k + 1, seed) for k, seed in enumerate(seeds)]
+        if best_of is not None:   # which seeds are kept is known only after scoring: refuse every name they may get
+            paths = [out / take_file_name(stem, k + 1, seed) for k in range(args.takes) for seed in seeds]
         bar = None
 
         def show_progress(step):
@@ -158,7 +170,7 @@ def cmd_generate(args) -> int:
             if outputs:
                 from backend.blender.scene import scene_output_paths
 
-                planned += scene_output_paths(out, Path(audio).stem, len(seeds), outputs)
+                planned += scene_output_paths(out, stem, args.takes if best_of else len(seeds), outputs)
             if args.arkit:
                 from backend.arkit_export import arkit_paths
 
@@ -169,8 +181,10 @@ def cmd_generate(args) -> int:
                                                  settings=changes, constraints=constraints or None,
                                                  callback=show_progress)
             else:
-                takes = generator.generate(audio, seeds=seeds, settings=settings, fps=fps, start=args.start,
-                                           end=args.end, callback=show_progress, constraints=constraints)
+                takes = generator.generate(audio, takes=args.takes, seeds=seeds, settings=settings, fps=fps,
+                                           start=args.start, end=args.end, callback=show_progress,
+                                           constraints=constraints, best_of=best_of)
+            paths = [out / take_file_name(stem, k + 1, take.seed) for k, take in enumerate(takes)]
             written = [save_take(path, take) for path, take in zip(paths, takes)]
             if args.arkit:
                 from backend.arkit_export import write_arkit_files
@@ -216,6 +230,8 @@ def directing_arguments(args) -> tuple[list, object]:
         return constraints, None
     if args.range is None:
         raise ThunderError("--from-take needs --range START:END, the take frames to sample anew")
+    if args.best_of is not None:
+        raise ThunderError("--from-take resamples a range without best of N; leave out --best-of")
     if len(args.audio) != 1:
         raise ThunderError("--from-take resamples one take: give the one audio file it was made from")
     args.range = directing.parse_range(args.range)
@@ -315,6 +331,22 @@ def add_scene_arguments(parser) -> None:
                         help="also render take 1 with its sound to <audio stem>.preview.mp4")
     parser.add_argument("--preview-resolution", type=int, default=512,
                         help="width and height of the preview video in pixels (default 512)")
+    parser.add_argument("--strength", type=strength_argument, action="append", metavar="NAME=VALUE",
+                        help="a strength for every take in the scene (and so in its exports): lips_jaw, brows, "
+                             "blinks, cheeks_nose or head_motion 0..2 (1: as sampled), or smoothing 0..1 (keeps "
+                             "/p b m/ closures); repeat for several")
+
+
+def strength_argument(text: str) -> tuple[str, float]:
+    """--strength NAME=VALUE as (name, value); which names and values are allowed is the add-on's rule."""
+    name, equals, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if not equals or not name or number is None:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME=VALUE, e.g. brows=0.5 or smoothing=0.3")
+    return name.strip(), number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "overwritten)")
     generate.add_argument("--takes", type=int, default=1, help="takes per file (default 1)")
     generate.add_argument("--seed", type=int, default=0, help="seed of the first take; take k uses seed + k - 1")
+    generate.add_argument("--best-of", type=int, metavar="N",
+                          help="sample N candidates (seeds seed .. seed + N - 1) and keep the --takes best by how "
+                               "well their lips read (M2S's mel agreement with the audio, docs/take_format.md)")
     generate.add_argument("--emotion", help="an emotion the model knows (default: the model's, neutral)")
     generate.add_argument("--intensity", type=float, help="emotion intensity 0..1 (default 1 with --emotion)")
     generate.add_argument("--guidance", type=float, help="classifier-free guidance on audio (1: none)")

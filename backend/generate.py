@@ -36,7 +36,7 @@ from backend import directing
 from backend.flicker_filter import filter_takes
 from backend.frame_rate import check_fps, frames_for_seconds, interpolate_motion, resample_motion
 from backend.head import load_head, load_head_for_takes
-from backend.models import SHIPPED_THUNDER
+from backend.models import SHIPPED_M2S, SHIPPED_THUNDER
 from backend.motion import pack_motion, unpack_motion
 from backend.take_sampling import KnownMotion, SamplingSettings, sample_takes
 from backend.take_file import Take
@@ -192,6 +192,7 @@ class Generator:
         self.max_seconds = max_seconds
         self.model_identity = {"name": self.checkpoint.resolve().name,
                                "hash": checkpoint_fingerprint(self.checkpoint)}
+        self._m2s = None   # loaded on first use (m2s_model)
         self.default_settings = settings_with(SamplingSettings(), {
             name: value for name, value in self.model.config.get("sampling", {}).items()
             if name in SamplingSettings.__dataclass_fields__})
@@ -211,6 +212,33 @@ class Generator:
         settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         return settings
 
+    def m2s_model(self):
+        """The shipped M2S model for the head the takes are made in (the built-in head, also under a retargeted
+        FLAME head), loaded once, or None when it does not fit that head or is missing: takes then go without a
+        score."""
+        if self._m2s is None:
+            from backend.checkpoint import CheckpointError
+            from backend.m2s import load_m2s
+
+            try:
+                self._m2s = load_m2s(SHIPPED_M2S, self.takes_head).to(self.device)
+            except CheckpointError:
+                self._m2s = False
+        return self._m2s or None
+
+    def score_takes(self, motion: np.ndarray, wave: np.ndarray) -> list[dict]:
+        """The scores of 25 fps takes (N, T, D) of `wave`: [{"m2s_mel_l1": ...}] per take (backend/m2s/reading.py),
+        or [{}] per take without an M2S for the head."""
+        from backend.m2s.reading import lip_reading_score
+
+        m2s = self.m2s_model()
+        if m2s is None:
+            return [{} for _ in motion]
+        parts = [unpack_motion(take_motion, self.model.n_expression) for take_motion in motion]
+        scores = lip_reading_score(m2s, np.stack([p["expression"] for p in parts]), np.stack([p["jaw"] for p in parts]),
+                                   wave)   # all takes in one batch
+        return [{"m2s_mel_l1": float(score)} for score in scores]
+
     def read_speech(self, audio, sample_rate: int = SAMPLE_RATE) -> SpeechAudio:
         """A path, or samples in memory (at `sample_rate`), as SpeechAudio, within this generator's limit."""
         if isinstance(audio, SpeechAudio):
@@ -221,9 +249,15 @@ class Generator:
 
     def generate(self, audio, takes: int = 1, seed: int = 0, settings: SamplingSettings | Mapping | None = None,
                  fps: float = MOTION_FPS, start: float = 0.0, end: float | None = None, seeds=None,
-                 callback: Callback = None, sample_rate: int = SAMPLE_RATE, constraints=None) -> list[Take]:
+                 callback: Callback = None, sample_rate: int = SAMPLE_RATE, constraints=None,
+                 best_of: int | None = None) -> list[Take]:
         """Sample takes for `audio` (a file path or samples): one per seed (`seeds`, or seed, seed + 1, ... for
         `takes`), all in one batch, at `fps`, over the seconds from `start` to `end` (default: the end).
+        Every take is scored by how well its lips read (Take.scores, backend/m2s/reading.py) when the head has
+        an M2S model.
+
+        best_of N: sample N candidates (`seeds`, or seed, ..., seed + N - 1) and return the `takes` best of
+        them, best first (the lowest m2s_mel_l1); without an M2S for the head it is refused.
 
         `callback(SamplerStep)` sees every sampler step (its index and total count the steps of all windows);
         raising backend.diffusion.samplers.Cancelled in it stops between steps. `constraints`: holds and keys
@@ -234,6 +268,13 @@ class Generator:
         else:
             settings.check(self.model.emotions, self.model.denoiser.config.max_frames)
         fps = check_fps(fps)
+        keep = None
+        if best_of is not None:
+            keep = best_of_keep(best_of, takes, seeds)
+            if self.m2s_model() is None:
+                raise GenerateError(f"best of {best_of} needs the M2S model to score takes, and there is none for "
+                                    f"the head {self.head.name}")
+            takes = best_of
         seeds = take_seeds(takes, seed, seeds)
         constraints = _constraints(constraints)
 
@@ -252,17 +293,24 @@ class Generator:
                 constraints, self.head.expression_names, fps, features.shape[0])))
         motion = self._sample(features, seeds, settings, callback, imposed, speech)
 
-        # 4. The scene's frame rate, and the record of how each take was made.
+        # 4. How well each take's lips read (at 25 fps, against the audio they animate); best of N keeps the best.
+        scores = self.score_takes(motion, wave)
+        order = list(range(len(seeds)))
+        if keep is not None:
+            order = sorted(order, key=lambda k: scores[k]["m2s_mel_l1"])[:keep]
+
+        # 5. The scene's frame rate, and the record of how each take was made.
         audio_record = {"sha256": speech.sha256, "hashed": speech.hashed, "file": speech.file,
                         "seconds": speech.seconds, "start": first / SAMPLE_RATE, "end": stop / SAMPLE_RATE}
         head_record = {"name": self.head.name, "identity": self.head.takes_identity}
         result = []
-        for take_seed, take_motion in zip(seeds, motion):
-            parts = unpack_motion(take_motion, self.model.n_expression)
+        for i in order:
+            parts = unpack_motion(motion[i], self.model.n_expression)
             parts = resample_motion({k: np.ascontiguousarray(v) for k, v in parts.items()}, MOTION_FPS, fps,
                                     n_frames)
-            result.append(Take(**parts, fps=fps, seed=take_seed, settings=_settings_record(settings, constraints),
-                               model=dict(self.model_identity), head=dict(head_record), audio=dict(audio_record)))
+            result.append(Take(**parts, fps=fps, seed=seeds[i], settings=_settings_record(settings, constraints),
+                               model=dict(self.model_identity), head=dict(head_record), audio=dict(audio_record),
+                               scores=scores[i]))
         return result
 
     def _sample(self, features, seeds, settings, callback, imposed, speech) -> np.ndarray:
@@ -361,6 +409,18 @@ def _settings_record(settings: SamplingSettings, constraints) -> dict:
     if constraints:
         record["constraints"] = [c.to_json() for c in constraints]
     return record
+
+
+def best_of_keep(best_of, takes, seeds) -> int:
+    """How many takes best of `best_of` keeps (`takes`), checked: 1 <= takes <= best_of <= MAX_TAKES, and
+    `seeds`, when given, one per candidate."""
+    if isinstance(best_of, bool) or not isinstance(best_of, int) or not 1 <= best_of <= MAX_TAKES:
+        raise GenerateError(f"best of must be a whole number of candidates from 1 to {MAX_TAKES}, not {best_of!r}")
+    if isinstance(takes, bool) or not isinstance(takes, int) or not 1 <= takes <= best_of:
+        raise GenerateError(f"best of {best_of} keeps from 1 to {best_of} takes, not {takes!r}")
+    if seeds is not None and (not isinstance(seeds, (list, tuple)) or len(seeds) != best_of):
+        raise GenerateError(f"best of {best_of} samples {best_of} candidates: give {best_of} seeds, not {seeds!r}")
+    return takes
 
 
 def _sample_range(speech: SpeechAudio, start, end) -> tuple[int, int]:

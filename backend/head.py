@@ -266,6 +266,12 @@ def head_mesh_arrays(head, shape=None) -> dict[str, np.ndarray]:
     }
     if head.face_region is not None:
         arrays["face_region"] = np.asarray(head.face_region, dtype=np.int32)            # (F,)
+    try:   # the inner-lip centres, for the add-on's closure-keeping smoothing (thunder_blender/strengths.py)
+        landmarks = head.landmarks
+        arrays["lip_centers"] = np.array([landmarks["upper_lip_center"], landmarks["lower_lip_center"]],
+                                         dtype=np.int32)                                 # (2,)
+    except HeadFileError:   # a head whose mouth cannot be found: smoothing is refused there
+        pass
     return arrays
 
 

@@ -54,7 +54,8 @@ REQUEST_FIELDS = {
     "hello": set(),
     "load": {"head", "checkpoint", "device"},
     "generate": {"audio", "samples", "sample_rate", "start", "end", "fps", "takes", "seed", "seeds", "settings",
-                 "out", "constraints", "from_take", "range", "only"},
+                 "out", "constraints", "from_take", "range", "only", "best_of"},
+    "listen": {"take", "out"},
     "cancel": {"target"},
     "head": {"head", "shape"},
     "shutdown": set(),
@@ -116,7 +117,8 @@ class Service:
         self.stopping = False
         self.generate_count = 0
         self.handlers = {"hello": self.on_hello, "load": self.on_load, "generate": self.on_generate,
-                         "cancel": self.on_cancel, "head": self.on_head, "shutdown": self.on_shutdown}
+                         "cancel": self.on_cancel, "head": self.on_head, "shutdown": self.on_shutdown,
+                         "listen": self.on_listen}
 
     # ------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -301,6 +303,33 @@ class Service:
             self.heads[source, takes_identity] = load_head_for_takes(source, takes_identity)
         return self.heads[source, takes_identity]
 
+    def on_listen(self, request: dict) -> None:
+        """What a take's lips say: M2S's mel of the take, vocoded (Griffin-Lim), as a 16 kHz WAV ("out", or
+        beside the take as <take>.lips.wav); never over an existing file. Answered on the spot (a few seconds
+        for a minute of speech)."""
+        from backend.audio import SAMPLE_RATE, write_wav
+        from backend.generate import GenerateError
+        from backend.m2s.reading import take_lips_audio
+        from backend.take_file import load_take
+
+        take_path = _field(request, "take", str, "a take file path")
+        if not take_path:
+            raise RequestError("a listen request needs 'take', the path of a take file")
+        out = _field(request, "out", str, "a WAV file path")
+        take = load_take(take_path)   # a take file, so its path has a name to put the WAV beside
+        out = Path(out) if out else Path(take_path).with_suffix(".lips.wav")
+        refuse_existing([out], "sound files")
+        prepare_output_folder(out.parent, "the listen request's out folder")
+        generator = self._loaded_generator()
+        m2s = generator.m2s_model()
+        if m2s is None:
+            raise GenerateError(f"there is no M2S model for the head {generator.head.name}, so Thunder cannot "
+                                "hear its lips")
+        samples = take_lips_audio(m2s, take)
+        write_atomically(out, lambda tmp: write_wav(tmp, samples))
+        self.send({"event": "listen", "id": request["id"], "file": str(out), "take": str(take_path),
+                   "seconds": len(samples) / SAMPLE_RATE, "start": take.audio.get("start", 0.0)})
+
     def on_cancel(self, request: dict) -> None:
         target = request.get("target")
         # The target is echoed in the reply: a value no request id can be (Infinity, a list) is refused here,
@@ -323,7 +352,7 @@ class Service:
         """Check the request here (so its mistakes come back at once), then sample in a worker thread."""
         from backend.audio_io import check_sample_rate
         from backend.frame_rate import check_fps
-        from backend.generate import take_seeds
+        from backend.generate import best_of_keep, take_seeds
         from backend.take_file import take_file_name
 
         if self.job is not None:  # only this thread starts jobs, so the check cannot go stale before the start
@@ -352,18 +381,30 @@ class Service:
         else:
             settings = generator.settings(changes)
         options["fps"] = check_fps(options["fps"])
-        seeds = take_seeds(options.pop("takes"), options.pop("seed"), options.pop("seeds"))
+        best_of = _field(request, "best_of", int, "a whole number of candidates")
+        if best_of is not None and direct is not None:
+            raise RequestError("a range resample ('from_take') makes its takes without best of N; leave out "
+                               "'best_of'")
+        keep = options.pop("takes")
+        if best_of is not None:   # sample best_of candidates, keep the `takes` best of them
+            keep = best_of_keep(best_of, keep, options["seeds"])
+            seeds = take_seeds(best_of, options.pop("seed"), options.pop("seeds"))
+        else:
+            seeds = take_seeds(keep, options.pop("seed"), options.pop("seeds"))
         self.generate_count += 1
         out = Path(_field(request, "out", str, "a folder path") or self.work_folder / f"takes-{self.generate_count}")
         out = prepare_output_folder(out, "the generate request's out folder")
         stem = Path(audio or samples).stem
         paths = [out / take_file_name(stem, k + 1, seed) for k, seed in enumerate(seeds)]
+        if best_of is not None:   # which seeds are kept is known after scoring: refuse every name they may get
+            paths = [out / take_file_name(stem, k + 1, seed) for k in range(keep) for seed in seeds]
+            options.update(best_of=best_of, takes=keep)
         refuse_existing(paths, "take files")
 
         job = GenerateJob(request["id"])
         job.thread = threading.Thread(target=self._run_generate, name=f"thunder-generate-{request['id']}",
                                       args=(job, generator, audio, samples, sample_rate, settings, seeds, options,
-                                            paths, direct), daemon=True)
+                                            out, stem, direct), daemon=True)
         self.job = job
         job.thread.start()
 
@@ -399,10 +440,10 @@ class Service:
                 "settings_of": lambda changes: generator.settings({**known, **changes})}
 
     def _run_generate(self, job: GenerateJob, generator, audio, samples, sample_rate, settings, seeds, options,
-                      paths, direct=None) -> None:
+                      out: Path, stem: str, direct=None) -> None:
         """The worker: audio, sampling with progress and cancel, the take files, then one final event."""
         from backend.diffusion.samplers import Cancelled
-        from backend.take_file import save_take
+        from backend.take_file import save_take, take_file_name
 
         started = time.monotonic()
 
@@ -426,10 +467,13 @@ class Service:
                                            sample_rate=sample_rate, **options)
             if job.cancel.is_set():
                 raise Cancelled()
+            # Each take named by its place and seed (best of N: the kept ones, best first).
+            paths = [out / take_file_name(stem, k + 1, take.seed) for k, take in enumerate(takes)]
             for path, take in zip(paths, takes):
                 save_take(path, take)
-            final = {"event": "result", "id": job.request_id, "folder": str(paths[0].parent),
-                     "takes": [{"path": str(p), "take": k + 1, "seed": t.seed, "frames": t.n_frames, "fps": t.fps}
+            final = {"event": "result", "id": job.request_id, "folder": str(out),
+                     "takes": [{"path": str(p), "take": k + 1, "seed": t.seed, "frames": t.n_frames, "fps": t.fps,
+                                "scores": t.scores}
                                for k, (p, t) in enumerate(zip(paths, takes))],
                      "audio": takes[0].audio, "model": takes[0].model, "seconds": time.monotonic() - started}
         except Cancelled:

@@ -48,6 +48,8 @@ class Take:
     audio: {"sha256", "hashed" ("file" bytes or 16 kHz "samples"), "file" (name or null), "seconds" (all of
             it), "start", "end" (the seconds used)}
     settings: the SamplingSettings fields as a dict
+    scores: optional, how well the take's lips read, e.g. {"m2s_mel_l1": 1.42} (backend/m2s/reading.py);
+            written to the meta only when there are any
     """
 
     expression: np.ndarray
@@ -60,6 +62,7 @@ class Take:
     model: dict
     head: dict
     audio: dict
+    scores: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -74,9 +77,12 @@ class Take:
         return {name: getattr(self, name) for name in PART_WIDTHS}
 
     def meta(self) -> dict:
-        return {"format": TAKE_FORMAT, "version": TAKE_VERSION, "fps": float(self.fps), "seed": int(self.seed),
+        meta = {"format": TAKE_FORMAT, "version": TAKE_VERSION, "fps": float(self.fps), "seed": int(self.seed),
                 "n_frames": self.n_frames, "settings": self.settings, "model": self.model, "head": self.head,
                 "audio": self.audio}
+        if self.scores:
+            meta["scores"] = {name: float(value) for name, value in self.scores.items()}
+        return meta
 
 
 def take_file_name(audio_stem: str, take_number: int, seed: int) -> str:
@@ -107,7 +113,7 @@ def load_take(path: str | Path) -> Take:
         parts, meta = take_rule.read_take_file(path)
     except take_rule.TakeReadError as exc:
         raise TakeFileError(str(exc)) from None
-    return Take(**parts, **{key: meta[key] for key in META_KEYS})
+    return Take(**parts, **{key: meta[key] for key in META_KEYS}, scores=dict(meta.get("scores", {})))
 
 
 def _check_take(take: Take, path: Path) -> None:

@@ -903,6 +903,142 @@ def resample_combinations(work_dir, args):
     return {"combinations": tried}
 
 
+def _roughness(values):
+    return float(np.abs(np.diff(values, n=2, axis=0)).mean())
+
+
+@case
+def strengths_scores_and_listen(work_dir, args):
+    """Best of 3 keeps 2 takes, each with its M2S score, listed best first; strengths applied to the keys and
+    undone exactly (1 everywhere, smoothing 0); kept through Resample; used by export (FBX read back);
+    Listen adds a muted strip of what the lips say next to the voice's channel, at the take's first frame."""
+    from export_readback import fbx_shape_key_curves
+
+    thunder = install_extension(args["zip"])
+    api, scene = thunder.api, bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    strip = add_sound_strip(scene, "voice", args["wav"], frame=11, channel=2)
+    head = api.add_head()
+    check(len(head.data.get("thunder_lip_centers") or []) == 2, "the head was built without its lip landmarks")
+    names = api.generate(head, strip=strip.name, takes=2, best_of=3, seed=5, steps=2)
+    takes = head.thunder.takes
+    check(names == ["Take 1", "Take 2"], f"best of 3 keeping 2 made {names}")
+    scores = [t.m2s_mel_l1 for t in takes]
+    check(all(t.has_m2s_score for t in takes) and scores[0] <= scores[1], f"scores {scores}: not best first")
+    for item in takes:
+        with np.load(item.file, allow_pickle=False) as take:
+            written = json.loads(str(take["meta"]))["scores"]["m2s_mel_l1"]
+        check(abs(written - item.m2s_mel_l1) < 1e-5, f"{item.name}: listed {item.m2s_mel_l1}, file {written}")
+    check({t.seed for t in takes} <= {5, 6, 7}, f"seeds {[t.seed for t in takes]} are not among the candidates")
+
+    # The list's order: best first, whatever order the takes were added in.
+    api.generate(head, strip=strip.name, takes=1, seed=40, steps=2)
+    order = api.takes_by_score(head)
+    by_score = [t.name for t in sorted(takes, key=lambda t: t.m2s_mel_l1)]
+    check(order == by_score, f"takes_by_score gave {order}, the scores say {by_score}")
+
+    class ListState:
+        filter_name, bitflag_filter_item = "", 1 << 30
+
+    flags, new_order = thunder.ui.THUNDER_UL_takes.filter_items(ListState(), bpy.context, head.thunder, "takes")
+    shown = [None] * len(takes)
+    for index, position in enumerate(new_order):
+        shown[position] = takes[index].name
+    check(shown == by_score and flags == [], f"the takes list shows {shown}, not {by_score}")
+    drawn = draw_panel_headless(thunder)
+    for item in takes:
+        check(("label", f"M2S {item.m2s_mel_l1:.2f}") in drawn, f"the list does not show {item.name}'s score")
+    for element in (("prop", "best_of"), ("prop", "strength_lips_jaw"), ("prop", "smoothing"),
+                    ("operator", "thunder.take_listen")):
+        check(element in drawn, f"the panel does not draw {element}")
+
+    # Strengths on take 1: applied to its keys, and undone exactly.
+    api.activate_take(head, 0)
+    item = takes[0]
+    expression_names = list(head.data["thunder_expression_names"])
+    brows = [n for n in expression_names if n.startswith("brow")]
+    mouth = [n for n in expression_names if n.startswith("mouth")]
+    with np.load(item.file, allow_pickle=False) as take:
+        expression, neck = take["expression"].astype(np.float64), take["neck"].astype(np.float64)
+    rig_math = importlib.import_module(f"{MODULE}.rig_math")
+    api.set_strengths(head, 0, brows=0.0, head_motion=0.5, lips_jaw=1.3)
+    key, bones = key_values(item.action, "KEY"), key_values(item.action, "OBJECT")
+    check(all(np.abs(key[(f'key_blocks["{n}"].value', 0)][1]).max() == 0 for n in brows), "brows 0 left brow keys")
+    for n in mouth:
+        got = key[(f'key_blocks["{n}"].value', 0)][1]
+        check(np.abs(got - 1.3 * expression[:, expression_names.index(n)]).max() < 1e-5, f"{n} is not 1.3x")
+    neck_keys = np.stack([bones[('pose.bones["neck"].rotation_quaternion', i)][1] for i in range(4)], -1)
+    check(np.abs(neck_keys - rig_math.axis_angle_to_quaternion(0.5 * neck)).max() < 1e-5, "head motion 0.5: the neck is not half")
+    check(compat_playing(thunder, head) == item.action, "the re-keyed take does not play")
+
+    # Export uses them: the FBX's brows are 0 and its mouth 1.3x.
+    paths = api.export(head, str(work_dir / "export"), formats=("fbx",))
+    curves = fbx_shape_key_curves(str(paths[0]))
+    check(max(np.abs(curves[n][1]).max() for n in brows) < 1e-6, "the FBX has brow motion: strengths not exported")
+    probe = mouth[int(np.argmax([np.abs(expression[:, expression_names.index(n)]).max() for n in mouth]))]
+    exported = curves[probe][1]
+    want = 1.3 * expression[:, expression_names.index(probe)]
+    check(np.abs(exported[: len(want)] - want).max() < 1e-4, f"the FBX's {probe} is not the strengthened take")
+
+    # Smoothing: smoother brows... (with brows back at 1), then everything back: keys equal the take file.
+    api.set_strengths(head, 0, brows=1.0, smoothing=1.0)
+    key = key_values(item.action, "KEY")
+    brow_keys = np.stack([key[(f'key_blocks["{n}"].value', 0)][1] for n in brows], -1)
+    raw_brows = expression[:, [expression_names.index(n) for n in brows]]
+    check(_roughness(brow_keys) < 0.7 * _roughness(raw_brows), "smoothing did not smooth the brows")
+    api.set_strengths(head, 0, lips_jaw=1.0, head_motion=1.0, smoothing=0.0)
+    check_take_keys(head, item, float(item.frame_start))
+    bone_keys = key_values(item.action, "OBJECT")
+    neck_keys = np.stack([bone_keys[('pose.bones["neck"].rotation_quaternion', i)][1] for i in range(4)], -1)
+    check(np.abs(neck_keys - rig_math.axis_angle_to_quaternion(neck)).max() < 1e-5, "the neck did not come back")
+    refused = [_refused(lambda: api.set_strengths(head, 0, brows=3.0), "the strength brows must be a number from 0 to 2"),
+               _refused(lambda: api.set_strengths(head, 0, chin=1.0), "unknown strength chin")]
+    check(item.strength_brows == 1.0, "a refused strength changed the take")
+
+    # Strengths stay with a take that is resampled.
+    api.set_strengths(head, 1, brows=0.0)
+    api.keep_take(head, 0)
+    api.keep_take(head, 2)
+    old_seed = takes[1].seed
+    api.resample(head)
+    check(takes[1].seed != old_seed and takes[1].strength_brows == 0.0, "resample lost the take's strengths")
+    key = key_values(takes[1].action, "KEY")
+    check(all(np.abs(key[(f'key_blocks["{n}"].value', 0)][1]).max() == 0 for n in brows),
+          "the resampled take was keyed without its strengths")
+
+    # The panel's slider is the property itself: setting it keys the take again, and back.
+    third = takes[2]
+    third.strength_brows = 0.0
+    key = key_values(third.action, "KEY")
+    check(all(np.abs(key[(f'key_blocks["{n}"].value', 0)][1]).max() == 0 for n in brows), "the slider did not re-key")
+    third.strength_brows = 1.0
+    check_take_keys(head, third, float(third.frame_start))
+    # A take whose file is gone cannot be re-keyed: a sentence, and the take as it was.
+    moved = third.file + ".away"
+    os.replace(third.file, moved)
+    refused.append(_refused(lambda: api.set_strengths(head, 2, brows=0.5), "need its take file again"))
+    check(third.strength_brows == 1.0, "a strength that could not be applied was set anyway")
+    os.replace(moved, third.file)
+    check_take_keys(head, third, float(third.frame_start))
+
+    # Listen: a muted strip of what take 1's lips say, beside the voice, from the take's first frame.
+    listened = api.listen(head, 0)
+    check(listened.mute and listened.type == "SOUND", "the listen strip is not a muted sound strip")
+    check(listened.channel in (1, 3), f"the listen strip is on channel {listened.channel}, not next to the voice (2)")
+    timing = thunder.compat.strip_timing(listened)
+    check(abs(timing.content_start + timing.sound_offset * 25 - item.frame_start) < 1e-4,
+          f"the listen strip starts at {timing.content_start}, the take at {item.frame_start}")
+    wav = thunder.sound.sound_file(listened.sound, listened.name)
+    check(os.path.isfile(wav), f"the listen strip's file {wav} is missing")
+    check(not strip.mute, "listening muted the voice")
+    return {"scores": scores, "refused": refused, "listen_wav": wav, "take_file": item.file,
+            "frame_start": item.frame_start, "channel": listened.channel, "bpy": bpy.app.version_string}
+
+
+def compat_playing(thunder, head):
+    return thunder.compat.assigned_action(head.thunder.mesh.data.shape_keys)
+
+
 def _mixdown_clicks(path, minimum_gap=0.05):
     """The scene seconds at which the clicks of a mixdown WAV start."""
     import wave

@@ -211,3 +211,31 @@ def test_an_arkit_character_plays_the_takes(python, extension_zip, short_voice, 
         at = dict(zip(np.round(times).astype(int), values))
         got = np.array([at[first + t] for t in range(len(expected))])
         np.testing.assert_allclose(got, expected[:, k], atol=1e-5, err_msg=key)
+
+
+# ---------------------------------------------------------------------------------------------- the best lips first
+def _loudness(samples, frames):
+    """Per 25 fps frame, the level in dB of 16 kHz samples."""
+    blocks = np.asarray(samples[: frames * 640], dtype=np.float64).reshape(frames, 640)
+    return 10 * np.log10((blocks ** 2).mean(axis=1) + 1e-8)
+
+
+@pytest.mark.parametrize("python", blender_pythons(), ids=python_id)
+def test_scores_order_strengths_and_the_listen_strip(python, extension_zip, tmp_path):
+    """Best of N and the scores in the takes list, strengths applied, exported and undone, and Listen (the
+    checks are the case's); here: what the listen strip says follows the rhythm of the voice."""
+    import soundfile
+
+    import backend
+    from backend.audio_io import load_audio
+
+    example = Path(backend.__file__).parent / "examples" / "thunder_example.wav"
+    result = run_in_blender("strengths_scores_and_listen", python, tmp_path,
+                            {"zip": str(extension_zip), "wav": str(example)}, timeout=600)
+    lips, rate = soundfile.read(result["listen_wav"])
+    voice = load_audio(example)
+    frames = min(len(lips), len(voice)) // 640
+    assert rate == 16000 and frames >= 140
+    # The strip starts at the take's first frame, which plays the voice's first second: the syllables line up.
+    correlation = np.corrcoef(_loudness(lips, frames), _loudness(voice, frames))[0, 1]
+    assert correlation > 0.5, f"what the lips say follows the voice's loudness with r = {correlation:.2f}"

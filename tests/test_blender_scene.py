@@ -258,6 +258,61 @@ def test_blend_takes_a_path_for_one_audio_file(tmp_path):
     assert not (tmp_path / "two").exists() and not (tmp_path / "three").exists()
 
 
+READ_STRENGTHS = r"""
+import json, sys
+import bpy
+import numpy as np
+from thunder_blender import compat, properties
+properties.register()
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+head = next(o for o in bpy.data.objects if o.type == "ARMATURE" and o.thunder.is_head)
+names = list(head.data["thunder_expression_names"])
+takes = []
+for take in head.thunder.takes:
+    slot = compat.find_slot(take.action, "KEY")
+    values = {}
+    for curve in compat.slot_fcurves(take.action, slot):
+        co = np.empty(2 * len(curve.keyframe_points), dtype=np.float32)
+        curve.keyframe_points.foreach_get("co", co)
+        values[curve.data_path] = co[1::2].tolist()
+    takes.append({"file": take.file, "brows": take.strength_brows, "smoothing": take.smoothing,
+                  "lips_jaw": take.strength_lips_jaw,
+                  "keys": {n: values[f'key_blocks["{n}"].value'] for n in names}})
+print("RESULT " + json.dumps({"takes": takes, "names": names}))
+"""
+
+
+def test_scene_strengths_from_the_command_line(tmp_path):
+    """--strength shapes every take in the scene (so its exports) and is saved with the takes in the .blend;
+    the take files stay as sampled. Bad strengths are one sentence, before any work."""
+    audio = write_speech(tmp_path / "speech.wav", 1.0)
+    out = tmp_path / "out"
+    result = thunder("generate", audio, "--out", out, "--threads", "1", "--quiet", "--blend", "--takes", "2",
+                     "--strength", "brows=0", "--strength", "lips_jaw=1.5", "--strength", "smoothing=0.4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = run_python(READ_STRENGTHS, out / "speech.blend")
+    assert len(info["takes"]) == 2
+    for take in info["takes"]:
+        assert (take["brows"], take["lips_jaw"], take["smoothing"]) == (0.0, 1.5, pytest.approx(0.4))
+        with np.load(take["file"], allow_pickle=False) as npz:
+            expression = npz["expression"]
+        for k, name in enumerate(info["names"]):
+            keyed = np.asarray(take["keys"][name])
+            if name.startswith("brow"):
+                assert np.abs(keyed).max() == 0, name
+            elif not name.startswith("mouth"):   # smoothed, not scaled
+                assert np.abs(keyed - expression[:, k]).max() < 0.5 * np.abs(expression[:, k]).max() + 1e-6
+        assert np.abs(expression[:, [info["names"].index(n) for n in info["names"] if n.startswith("brow")]]).max() > 0
+
+    for args, words in ((["--blend", "--strength", "chin=1"], "unknown strength chin"),
+                        (["--blend", "--strength", "brows=3"], "the strength brows must be a number from 0 to 2"),
+                        (["--strength", "brows=0"], "--strength shapes the takes in the Blender scene"),
+                        (["--blend", "--strength", "brows"], "'brows' is not NAME=VALUE")):
+        refused = thunder("generate", tmp_path / "missing.wav", "--out", tmp_path / "bad", "--quiet", *args)
+        assert refused.returncode == 2 and words in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        assert not (tmp_path / "bad").exists()
+
+
 NO_BPY = r"""
 import sys
 sys.modules["bpy"] = None       # `import bpy` now raises ImportError, as where Blender is not installed

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from backend.checkpoint import CheckpointError
-from training.m2s.api import load_m2s
-from training.m2s.inputs import MotionFeatures, MotionInputError
-from training.m2s.model import M2SConfig, MeshToSpeech
+from backend.m2s import load_m2s
+from backend.m2s.inputs import MotionFeatures, MotionInputError
+from backend.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.train import M2STrainConfig, train
 
 TINY = M2SConfig(width=32, layers=1, heads=2, ffn=64, conv_kernel=5, dropout=0.0)

@@ -28,8 +28,8 @@ from backend.head import load_head
 from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, window_starts
 from backend.thunder_model import ThunderModel, load_model
 from training.corpus.format import open_corpus
-from training.m2s.api import load_m2s
-from training.m2s.model import M2SConfig
+from backend.m2s import load_m2s
+from backend.m2s.model import M2SConfig
 from training.m2s.train import M2STrainConfig
 from training.m2s.train import train as train_m2s
 from training.m2s.units import PhoneUnits

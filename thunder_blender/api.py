@@ -146,10 +146,12 @@ def resolve_head(head=None, context=None):
 # ---------------------------------------------------------------------------------------------- generate
 def generate(head=None, strip: str | None = None, audio_file: str | None = None, takes: int = 2, seed=None,
              emotion: str = "neutral", intensity: float = 1.0, guidance: float = 1.0, steps: int = 10,
-             replace_animation: bool = False, wait: bool | None = None, context=None, constraints=None):
+             replace_animation: bool = False, wait: bool | None = None, context=None, constraints=None,
+             best_of: int | None = None):
     """Sample `takes` takes for a sound strip (by name) or an audio file, key them on the head, and play the
     last. seed None draws random seeds; a number gives seed, seed + 1, ... constraints: holds and keys the
-    takes keep, in scene frames (`take_constraints`).
+    takes keep, in scene frames (`take_constraints`). best_of N: sample N takes and keep the `takes` whose lips
+    read best (M2S's score, docs/take_format.md).
 
     Nothing is lost: takes are added beside the head's other takes; if the head plays animation that is not
     a Thunder take, generate refuses unless replace_animation, and then keeps that animation (fake user,
@@ -158,12 +160,18 @@ def generate(head=None, strip: str | None = None, audio_file: str | None = None,
     head = resolve_head(head, context)
     check_head(head)
     audio = strip_audio(context.scene, strip) if strip is not None else file_audio(context.scene, audio_file or "")
-    seeds = _seeds(takes, seed)
+    extra = {}
+    if best_of:   # None or 0: every take sampled is kept
+        best_of = checked_number("takes", best_of, integer=True, label="best of")
+        takes = checked_number("takes", takes, integer=True, high=best_of, label="the takes kept of the best of")
+        extra = {"best_of": best_of, "takes": takes}
+    seeds = _seeds(best_of or takes, seed)
     settings = _checked_settings({"steps": steps, "guidance": guidance, "emotion": emotion,
                                   "intensity": intensity if emotion != "neutral" else 0.0})
-    direct = {"constraints": take_constraints(constraints, audio.frame_start)} if constraints else None
+    if constraints:
+        extra["constraints"] = take_constraints(constraints, audio.frame_start)
     return _start_generate(context, head, audio.path, audio.start, audio.end, audio.frame_start, audio.fps, seeds,
-                           settings, replace_animation, wait, replacing=[], extra=direct)
+                           settings, replace_animation, wait, replacing=[], extra=extra)
 
 
 def _head_with_takes(head, context):
@@ -435,7 +443,8 @@ def _start_generate(context, head, audio_path, start, end, frame_start, fps, see
     # (wait=False: the caller polls with api.poll(), as the tests of cancel and crashes do).
     sync = wait if wait is not None else not session.interactive()
     load = _load_wish(head.thunder.source)
-    _say("INFO", f"generating {len(seeds)} take{'s' if len(seeds) > 1 else ''} for {head_name}")
+    _say("INFO", f"generating {len(seeds)} take{'s' if len(seeds) > 1 else ''} for {head_name}"
+                 + (f", keeping the {request['takes']} best" if "best_of" in request else ""))
     if sync:
         manager.run_sync(request, on_result=on_result, on_error=on_error, on_cancelled=on_cancelled, load=load)
         if notice.level == "ERROR":   # the takes arrived but could not be keyed
@@ -508,6 +517,54 @@ def rename_take(head, take, name: str) -> None:
     if any(item.name == name for k, item in enumerate(head.thunder.takes) if k != index):
         raise ThunderError(f"{head.name} already has a take named '{name}'")
     head.thunder.takes[index].name = name
+
+
+def takes_by_score(head=None) -> list[str]:
+    """The head's take names, the best-reading lips first (the lowest M2S mel L1; takes without a score
+    last, in list order): the order the takes list shows."""
+    head = resolve_head(head)
+    return [head.thunder.takes[k].name for k in score_order(head.thunder.takes)]
+
+
+def score_order(takes) -> list[int]:
+    """Indices of `takes` (ThunderTake entries), best M2S score first, unscored last; ties keep list order."""
+    return sorted(range(len(takes)), key=lambda k: (not takes[k].has_m2s_score, takes[k].m2s_mel_l1, k))
+
+
+def set_strengths(head=None, take=None, **strengths) -> None:
+    """Set a take's strengths (by index or name; None: the active take) and key it again from its file, no
+    sampling: lips_jaw, brows, blinks, cheeks_nose, head_motion (0..2, 1: as sampled) and smoothing (0..1;
+    /p b m/ closures are kept). Values not given stay; all 1 and smoothing 0 give the take exactly as sampled."""
+    head = resolve_head(head)
+    check_head(head)
+    index = head.thunder.active_take if take is None else _take_index(head, take)
+    if not 0 <= index < len(head.thunder.takes):
+        raise ThunderError(f"{head.name} has no take to set strengths on; Generate first")
+    take_actions.set_strengths(head, index, strengths)
+
+
+# ---------------------------------------------------------------------------------------------- listen
+def listen(head=None, take=None, context=None):
+    """Hear what a take's lips say: the backend's M2S turns the take (by index or name; None: the active
+    take) back into speech, vocoded with Griffin-Lim, and it is added as a muted sound strip beside the
+    take's audio in the Sequencer (unmute it, and mute the original, to listen). Returns the strip."""
+    from .sound import add_listen_strip
+
+    context = context or bpy.context
+    head = resolve_head(head, context)
+    index = head.thunder.active_take if take is None else _take_index(head, take)
+    if not 0 <= index < len(head.thunder.takes):
+        raise ThunderError(f"{head.name} has no take to listen to; Generate first")
+    item = head.thunder.takes[index]
+    if not os.path.isfile(item.file):
+        raise ThunderError(f"the take file of {item.name}, {item.file}, does not exist any more")
+    out = Path(item.file).with_suffix(f".lips-{random.randrange(16**6):06x}.wav")
+    reply = session.manager().request_sync("listen", take=item.file, out=str(out), timeout=300,
+                                           load=_load_wish(head.thunder.source))
+    strip = add_listen_strip(context.scene, reply["file"], f"{item.name} lips", item.frame_start,
+                             context.scene.thunder.strip if context.scene.thunder.audio_source == "STRIP" else "")
+    _say("INFO", f"added the muted strip {strip.name}: what the lips of {item.name} say (unmute it to hear)")
+    return strip
 
 
 # ---------------------------------------------------------------------------------------------- export

@@ -84,7 +84,7 @@ def mesh_from_arrays(name: str, vertices: np.ndarray, faces: np.ndarray, face_re
 
 
 HEAD_ARRAYS = ("vertices", "faces", "expression_basis", "pose_basis", "joints", "joint_expression_basis",
-               "weights", "parents")   # and "face_region" when the head has regions
+               "weights", "parents")   # and "face_region" and "lip_centers" when the head has them
 
 
 def build_head(head_file, info: dict, name: str | None = None, collection=None, location=(0.0, 0.0, 0.0)):
@@ -140,6 +140,8 @@ def build_head_from_arrays(arrays: dict, info: dict, name: str | None = None, co
     # The mesh as built: takes key these vertices, so an edited mesh (check_head) must not get a take.
     armature["thunder_vertex_count"] = len(mesh.vertices)
     armature["thunder_face_count"] = len(mesh.polygons)
+    if "lip_centers" in arrays:   # the inner-lip centres: strengths.py's smoothing keeps their closures
+        armature["thunder_lip_centers"] = [int(v) for v in arrays["lip_centers"]]
 
     mesh_object.parent = armature_object
     for j, joint in enumerate(joint_names):
@@ -226,3 +228,26 @@ def head_rig_data(head_object) -> tuple[list[str], list[str], np.ndarray, np.nda
     joints = np.array([armature.bones[name].head_local for name in joint_names], dtype=np.float64)
     basis = np.asarray(armature["thunder_joint_expression_basis"], dtype=np.float64)
     return joint_names, expression_names, joints, basis.reshape(len(joint_names), 3, len(expression_names))
+
+
+def head_lip_geometry(head_object):
+    """The head's strengths.LipGeometry, read from the mesh as built (its Basis and expression shape keys, its
+    jaw vertex group and the jaw bone), or None for a head built without lip landmarks."""
+    from .strengths import LipGeometry
+
+    centers = head_object.data.get("thunder_lip_centers")
+    if centers is None:
+        return None
+    centers = [int(v) for v in centers]
+    mesh = head_object.thunder.mesh.data
+    keys = mesh.shape_keys.key_blocks
+    names = list(head_object.data["thunder_expression_names"])
+    rest = np.array([keys["Basis"].data[v].co for v in centers], dtype=np.float64)
+    basis = np.stack([np.array([keys[name].data[v].co for v in centers], dtype=np.float64) - rest
+                      for name in names], axis=-1)
+    group = head_object.thunder.mesh.vertex_groups.get("jaw")
+    weight = 0.0
+    if group is not None:
+        weight = next((g.weight for g in mesh.vertices[centers[1]].groups if g.group == group.index), 0.0)
+    jaw_joint = np.array(head_object.data.bones["jaw"].head_local, dtype=np.float64)
+    return LipGeometry(rest, basis, jaw_joint, float(weight))

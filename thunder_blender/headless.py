@@ -8,6 +8,7 @@ is what the add-on would have made. backend/blender/ imports this module of thun
     mesh_from_arrays(name, vertices, faces)     a plain mesh with the head's region materials
     add_sound_strip(scene, path, start, ...)    a sound strip that plays audio second `start` at a frame
     read_take(path), add_take(head, ...), activate(head, index)
+    check_strengths(strengths), set_strengths(head, index, strengths)   a take's strengths (strengths.py)
     animate_from_strip(scene, strip, head)      the panel's settings: this head, this strip
     export_takes(head, folder, formats), planned_paths(folder, head_name, take_names, formats)
     set_media_type(image_settings, "IMAGE" | "VIDEO")   Blender's drift in render output (compat.py)
@@ -26,11 +27,11 @@ from .errors import ThunderError
 from .export import FORMATS, export_takes, planned_paths
 from .head_build import HEAD_ARRAYS, REGION_COLORS, build_head_from_arrays, mesh_from_arrays
 from .take_file import TakeData, TakeReadError, read_take
-from .take_actions import activate, add_take
+from .take_actions import activate, add_take, check_strengths, set_strengths
 
 __all__ = ["ThunderError", "TakeReadError", "TakeData", "FORMATS", "HEAD_ARRAYS", "REGION_COLORS",
            "register_properties", "build_head", "mesh_from_arrays", "add_sound_strip", "read_take", "add_take",
-           "activate", "animate_from_strip", "export_takes", "planned_paths", "set_media_type"]
+           "activate", "check_strengths", "set_strengths", "animate_from_strip", "export_takes", "planned_paths", "set_media_type"]
 
 
 def register_properties() -> None:

@@ -81,7 +81,7 @@ class THUNDER_OT_generate(bpy.types.Operator):
             audio_file=s.audio_file if s.audio_source == "FILE" else None, takes=s.takes,
             seed=s.seed if s.seed_mode == "FIXED" else None, emotion=s.emotion, intensity=s.intensity,
             guidance=s.guidance, steps=s.steps, replace_animation=s.replace_animation or self.replace_animation,
-            context=context, constraints=api.scene_constraints(context) or None))
+            context=context, constraints=api.scene_constraints(context) or None, best_of=s.best_of or None))
 
 
 class THUNDER_OT_cancel(bpy.types.Operator):
@@ -204,6 +204,17 @@ class THUNDER_OT_take_rename(_TakeOperator, bpy.types.Operator):
 
     def execute(self, context):
         return _run(self, lambda: api.rename_take(*self.take_index(context), self.name))
+
+
+class THUNDER_OT_take_listen(_TakeOperator, bpy.types.Operator):
+    bl_idname = "thunder.take_listen"
+    bl_label = "Listen to the Lips"
+    bl_description = ("Add a muted sound strip of what the take's lips say (the M2S model's speech, vocoded): "
+                      "unmute it, and mute the original, to hear how well the lips read")
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        return _run(self, lambda: api.listen(*self.take_index(context), context=context))
 
 
 class THUNDER_OT_export(bpy.types.Operator):
@@ -347,7 +358,7 @@ class THUNDER_OT_export_arkit(bpy.types.Operator):
 
 classes = (THUNDER_OT_backend_start, THUNDER_OT_backend_stop, THUNDER_OT_add_head, THUNDER_OT_generate,
            THUNDER_OT_cancel, THUNDER_OT_resample, THUNDER_OT_take_activate, THUNDER_OT_take_delete,
-           THUNDER_OT_take_keep, THUNDER_OT_take_rename, THUNDER_OT_export, THUNDER_OT_resample_range,
+           THUNDER_OT_take_keep, THUNDER_OT_take_rename, THUNDER_OT_take_listen, THUNDER_OT_export, THUNDER_OT_resample_range,
            THUNDER_OT_constraint_add, THUNDER_OT_constraint_remove,
            THUNDER_OT_character_drive,
            THUNDER_OT_character_update, THUNDER_OT_character_match, THUNDER_OT_character_release,

@@ -3,6 +3,8 @@ Generate and Export settings (on the scene). Saved with the file, so takes survi
 
 import bpy
 
+from .strengths import STRENGTH_RANGE
+
 # The ranges of the numbers Generate sends, in one place: the panel's properties use them and api.generate
 # checks every number against them once (a script can pass anything).
 LIMITS = {"takes": (1, 16), "steps": (1, 200), "guidance": (0.0, 10.0), "intensity": (0.0, 1.0),
@@ -33,6 +35,27 @@ def _activate_take(self, context):
             api.notice.level, api.notice.text = "ERROR", str(exc)
 
 
+def _rekey_strengths(self, context):
+    """A strength changed: key the take again from its file with the entry's strengths (no sampling)."""
+    from . import api, take_actions
+
+    if take_actions.writing_strengths():   # set_strengths keyed the take already
+        return
+    head = self.id_data
+    index = next((k for k, item in enumerate(head.thunder.takes) if item.as_pointer() == self.as_pointer()), None)
+    if index is None:
+        return
+    try:
+        take_actions.rekey_strengths(head, index)
+    except api.USER_ERRORS as exc:   # an update callback cannot report: the panel says it
+        api.notice.level, api.notice.text = "ERROR", str(exc)
+
+
+def _strength(name: str, description: str):
+    return bpy.props.FloatProperty(name=name, default=1.0, min=STRENGTH_RANGE[0], max=STRENGTH_RANGE[1],
+                                   description=description, update=_rekey_strengths)
+
+
 class ThunderTake(bpy.types.PropertyGroup):
     # `name` (from PropertyGroup) is the take's label in the list; Rename edits it.
     action: bpy.props.PointerProperty(type=bpy.types.Action, name="Action")
@@ -50,6 +73,18 @@ class ThunderTake(bpy.types.PropertyGroup):
     frames: bpy.props.IntProperty(name="Frames")
     batch: bpy.props.IntProperty(name="Batch", description="Takes generated together share a batch number")
     kept: bpy.props.BoolProperty(name="Keep", description="Resample leaves kept takes alone")
+    # How well the take's lips read (docs/take_format.md, scores.m2s_mel_l1): lower is better.
+    has_m2s_score: bpy.props.BoolProperty(name="Has an M2S score")
+    m2s_mel_l1: bpy.props.FloatProperty(name="M2S mel L1", description="M2S's mel agreement with the audio: how "
+                                        "well the take's lips read (lower is better)")
+    # Strengths (thunder_blender/strengths.py): applied when the take is keyed, changed without sampling again.
+    strength_lips_jaw: _strength("Lips & jaw", "How strongly the mouth and jaw move (1: as sampled)")
+    strength_brows: _strength("Brows", "How strongly the brows move (1: as sampled)")
+    strength_blinks: _strength("Blinks", "How strongly the eyelids move: blinks, squints, wide eyes (1: as sampled)")
+    strength_cheeks_nose: _strength("Cheeks & nose", "How strongly the cheeks and nose move (1: as sampled)")
+    strength_head_motion: _strength("Head motion", "How strongly the head turns and nods on the neck (1: as sampled)")
+    smoothing: bpy.props.FloatProperty(name="Smoothing", default=0.0, min=0.0, max=1.0, update=_rekey_strengths,
+                                       description="Smooth the motion in time; /p b m/ lip closures are kept")
 
 
 class ThunderHead(bpy.types.PropertyGroup):
@@ -97,6 +132,9 @@ class ThunderSettings(bpy.types.PropertyGroup):
     head: bpy.props.PointerProperty(type=bpy.types.Object, name="Head", poll=_is_head,
                                     description="The Thunder head to animate")
     takes: bpy.props.IntProperty(name="Takes", default=2, min=LIMITS["takes"][0], max=LIMITS["takes"][1])
+    best_of: bpy.props.IntProperty(name="Best of", default=0, min=0, max=LIMITS["takes"][1],
+                                   description="Sample this many takes and keep the Takes best by how well their "
+                                               "lips read (M2S); 0: keep every take sampled")
     seed_mode: bpy.props.EnumProperty(name="Seed", items=[("RANDOM", "Random", "New seeds every time"),
                                                           ("FIXED", "Fixed", "Takes use seed, seed + 1, ...")])
     seed: bpy.props.IntProperty(name="Seed", default=0, min=LIMITS["seed"][0], max=LIMITS["seed"][1])

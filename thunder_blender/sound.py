@@ -4,6 +4,7 @@ and the scene's frame rate, or a plain file from the scene's start frame."""
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -105,3 +106,35 @@ def sound_file(sound, strip_name: str) -> str:
     if not os.path.isfile(path):
         raise AudioSourceError(f"the sound strip '{strip_name}' plays {path}, which does not exist")
     return path
+
+
+def add_listen_strip(scene, wav_path: str, name: str, frame_start: float, original: str = ""):
+    """A muted sound strip of `wav_path` (what a take's lips say, second 0 at the take's first frame
+    `frame_start`, which may fall between frames: the fraction goes into the sound offset, which delays the
+    sound), in the channel under the strip `original` when that is free, else the first free one above it."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    source = next((s for s in compat.sound_strips(scene) if s.name == original), None) if original else None
+    channel = source.channel if source is not None else 1
+    whole = math.floor(frame_start + 1e-9)
+    try:
+        strip = compat.strips(editor).new_sound(name[:60], str(wav_path), 32, whole)
+    except RuntimeError as exc:
+        raise AudioSourceError(f"Blender cannot load {wav_path} as a sound strip ({str(exc).strip()})") from None
+    strip.sound_offset = (frame_start - whole) / scene_fps(scene)
+    timing = compat.strip_timing(strip)
+    candidates = ([channel - 1] if source is not None and channel > 1 else []) + \
+        list(range(channel + (1 if source is not None else 0), 128))
+    strip.channel = next(c for c in candidates if _channel_free_except(scene, c, timing, strip))
+    strip.mute = True
+    return strip
+
+
+def _channel_free_except(scene, channel: int, timing, own) -> bool:
+    for strip in getattr(scene.sequence_editor, "strips_all", None) or getattr(scene.sequence_editor,
+                                                                                "sequences_all", []):
+        if strip.as_pointer() == own.as_pointer() or strip.channel != channel:
+            continue
+        other = compat.strip_timing(strip)
+        if other.left < timing.right and other.right > timing.left:
+            return False
+    return True

@@ -16,9 +16,9 @@ import json
 import bpy
 import numpy as np
 
-from . import character, compat, rig_math
+from . import character, compat, rig_math, strengths as strength_math
 from .errors import ThunderError
-from .head_build import SLIDER_RANGE, check_head, head_rig_data
+from .head_build import SLIDER_RANGE, check_head, head_lip_geometry, head_rig_data
 
 
 class TakeError(ThunderError):
@@ -39,8 +39,9 @@ def _write_fcurve(fcurves, data_path: str, index: int, frames: np.ndarray, value
 _LINEAR = 1
 
 
-def key_take(head, take, frame_start: float, name: str):
-    """A new action holding `take` (a take_file.TakeData) keyed on `head` from `frame_start`, one key per frame."""
+def key_take(head, take, frame_start: float, name: str, strengths: dict | None = None):
+    """A new action holding `take` (a take_file.TakeData) keyed on `head` from `frame_start`, one key per frame,
+    with `strengths` ({region: s, "smoothing": a}, strengths.py) applied when given."""
     thunder = head.thunder
     check_head(head)
     if take.meta["head"].get("identity") != thunder.identity:
@@ -51,10 +52,18 @@ def key_take(head, take, frame_start: float, name: str):
     if expression.shape[1] != len(expression_names):
         raise TakeError(f"the take {take.path.name} has {expression.shape[1]} expression components; "
                         f"{head.name} has {len(expression_names)}")
+    parts = take.parts
+    if strengths and not strength_math.is_identity(strengths):
+        lips = head_lip_geometry(head)
+        if lips is None and strengths.get("smoothing", 0.0) > 0:
+            raise TakeError(f"{head.name} was built without its lip landmarks, so Thunder cannot smooth it "
+                            "without opening its /p b m/ closures; add the head again to smooth its takes")
+        parts = strength_math.apply_strengths(parts, expression_names, strengths, take.fps, lips)
+        expression = parts["expression"]
     if np.abs(expression).max(initial=0.0) > SLIDER_RANGE:
         raise TakeError(f"the take {take.path.name} has expression weights beyond Blender's slider limit of "
                         f"±{SLIDER_RANGE:g}")
-    pose = rig_math.take_pose(take.parts, len(joint_names))
+    pose = rig_math.take_pose(parts, len(joint_names))
     correctives = rig_math.pose_corrective_features(rig_math.axis_angle_to_matrix(pose))
     locations, quaternions = rig_math.bone_channels(pose, expression, joints, joint_basis)
     frames = frame_start + np.arange(take.n_frames, dtype=np.float64)
@@ -77,7 +86,7 @@ def key_take(head, take, frame_start: float, name: str):
             _write_fcurve(bone_curves, f'pose.bones["{joint}"].location', axis, frames, locations[:, j, axis])
     # The characters this head drives get the take in the same action, in slots of their own (character.py).
     try:
-        character.key_followers(head, action, take.parts, expression_names, frames)
+        character.key_followers(head, action, parts, expression_names, frames)
     except Exception:   # a take that cannot be keyed leaves no action behind
         bpy.data.actions.remove(action)
         raise
@@ -141,6 +150,9 @@ def _fill(item, take, action, frame_start: float, batch: int, audio_path: str) -
     item.frame_start = frame_start
     item.frames = take.n_frames
     item.batch = batch
+    score = take.meta.get("scores", {}).get("m2s_mel_l1")
+    item.has_m2s_score = score is not None
+    item.m2s_mel_l1 = float(score) if score is not None else 0.0
 
 
 def _action_name(head, label: str, take) -> str:
@@ -160,12 +172,15 @@ def add_take(head, take, frame_start: float, batch: int, audio_path: str, label:
     return item
 
 
-def replace_take(head, index: int, take, frame_start: float, batch: int, audio_path: str):
+def replace_take(head, index: int, take, frame_start: float, batch: int, audio_path: str,
+                 strengths: dict | None = None):
     """Put `take` in the place of take `index` (same name and position; Resample's new take for an unkept
-    one), remove the old take's action, and keep playing whatever played. Returns the list entry."""
+    one), remove the old take's action, and keep playing whatever played. The new take is keyed with
+    `strengths`, by default the entry's (they stay with the place). Returns the list entry."""
     thunder = head.thunder
     item = thunder.takes[index]
-    action = key_take(head, take, frame_start, _action_name(head, item.name, take))
+    strengths = item_strengths(item) if strengths is None else strengths
+    action = key_take(head, take, frame_start, _action_name(head, item.name, take), strengths)
     old = item.action
     _fill(item, take, action, frame_start, batch, audio_path)
     if old is not None and compat.assigned_action(shape_key_datablock(head)) == old:
@@ -224,3 +239,65 @@ def _restore_original(head) -> None:
     else:
         compat.assign(head, None, None)
     character.follow(head)   # no take plays: the characters' own animation comes back
+
+
+# ---------------------------------------------------------------------------------------------- strengths
+STRENGTH_PROPERTIES = {region: f"strength_{region}" for region in strength_math.REGIONS}
+
+
+def item_strengths(item) -> dict:
+    """A take entry's strengths, as strengths.apply_strengths takes them."""
+    values = {region: float(getattr(item, prop)) for region, prop in STRENGTH_PROPERTIES.items()}
+    values["smoothing"] = float(item.smoothing)
+    return values
+
+
+def rekey_strengths(head, index: int, strengths: dict | None = None) -> None:
+    """Key take `index` again from its take file with `strengths` (default: its entry's), no sampling: its
+    action is replaced in place and plays if the take played. A take file that is gone is a TakeError."""
+    from .take_file import TakeReadError, read_take
+
+    item = head.thunder.takes[index]
+    try:
+        take = read_take(item.file)
+    except TakeReadError as exc:
+        raise TakeError(f"the strengths of {item.name} need its take file again: {exc}") from None
+    replace_take(head, index, take, item.frame_start, item.batch, item.audio, strengths)
+
+
+def check_strengths(values: dict) -> None:
+    """TakeError (one sentence) unless `values` names only strengths (strengths.REGIONS, "smoothing") with
+    numbers in their ranges: 0 to 2, smoothing 0 to 1."""
+    unknown = sorted(set(values) - set(STRENGTH_PROPERTIES) - {"smoothing"})
+    if unknown:
+        raise TakeError(f"unknown strength {', '.join(unknown)}; the strengths are "
+                        f"{', '.join(strength_math.REGIONS)} and smoothing")
+    for name, value in values.items():
+        high = 1.0 if name == "smoothing" else strength_math.STRENGTH_RANGE[1]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= high:
+            raise TakeError(f"the strength {name} must be a number from 0 to {high:g}, not {value!r}")
+
+
+_writing_strengths = False   # set while set_strengths writes an entry's properties: it has keyed the take itself
+
+
+def writing_strengths() -> bool:
+    return _writing_strengths
+
+
+def set_strengths(head, index: int, values: dict) -> None:
+    """Give take `index` the strengths `values` ({region or "smoothing": number}; the others stay) and key it
+    again with them. Unknown names and numbers out of range are a TakeError, and so is a take that cannot be
+    keyed (its file gone, smoothing on a head without lip landmarks): then nothing changes."""
+    global _writing_strengths
+    check_strengths(values)
+    item = head.thunder.takes[index]
+    wanted = {**item_strengths(item), **{name: float(value) for name, value in values.items()}}
+    rekey_strengths(head, index, wanted)   # first: a failure leaves the entry as it was
+    item = head.thunder.takes[index]
+    _writing_strengths = True
+    try:
+        for name, value in wanted.items():
+            setattr(item, "smoothing" if name == "smoothing" else STRENGTH_PROPERTIES[name], value)
+    finally:
+        _writing_strengths = False

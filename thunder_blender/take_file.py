@@ -37,7 +37,7 @@ class TakeReadError(ThunderError):
 class TakeData:
     path: Path
     parts: dict       # expression (T, E), jaw (T, 3), neck (T, 3), eyes (T, 6), float64
-    meta: dict        # fps, seed, n_frames, settings, model, head, audio (docs/take_format.md)
+    meta: dict        # fps, seed, n_frames, settings, model, head, audio, optional scores (docs/take_format.md)
 
     @property
     def n_frames(self) -> int:
@@ -50,6 +50,11 @@ class TakeData:
     @property
     def seed(self) -> int:
         return int(self.meta["seed"])
+
+    @property
+    def scores(self) -> dict:
+        """The take's optional scores ({} when it has none), e.g. {"m2s_mel_l1": 1.42}."""
+        return dict(self.meta.get("scores", {}))
 
 
 def _is_number(value) -> bool:
@@ -101,6 +106,9 @@ def check_take_contents(path, parts: dict, meta) -> None:
             raise TakeReadError(f"{path}: the take's {key} must be a JSON object")
     if not isinstance(meta["head"].get("identity"), str) or not meta["head"]["identity"]:
         raise TakeReadError(f"{path}: the take does not say which head it was made for")
+    scores = meta.get("scores", {})   # optional (docs/take_format.md): how well the take's lips read
+    if not isinstance(scores, dict) or not all(_is_number(v) and math.isfinite(v) for v in scores.values()):
+        raise TakeReadError(f"{path}: the take's scores must be a JSON object of finite numbers")
 
 
 def read_take_file(path) -> tuple[dict, dict]:

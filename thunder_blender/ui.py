@@ -41,9 +41,24 @@ class THUNDER_UL_takes(bpy.types.UIList):
         if item.emotion != "neutral":
             details += f" {item.intensity:.1f}"
         row.label(text=details)
+        if item.has_m2s_score:   # how well the lips read: M2S's mel L1, lower is better
+            row.label(text=f"M2S {item.m2s_mel_l1:.2f}")
         keep = row.operator("thunder.take_keep", text="", emboss=False,
                             icon="PINNED" if item.kept else "UNPINNED")
         keep.index = index
+
+    def filter_items(self, context, data, property):
+        """Best-reading lips first (api.score_order); the list's own name filter still applies."""
+        takes = getattr(data, property)
+        flags = []
+        if self.filter_name:
+            flags = bpy.types.UI_UL_list.filter_items_by_name(self.filter_name, self.bitflag_filter_item, takes,
+                                                              "name")
+        order = api.score_order(takes)
+        new_order = [0] * len(takes)
+        for position, index in enumerate(order):
+            new_order[index] = position
+        return flags, new_order
 
 
 def draw_panel(layout, context) -> None:
@@ -74,6 +89,7 @@ def draw_panel(layout, context) -> None:
     box.label(text="Takes", icon="SETTINGS")
     column = box.column(align=True)
     column.prop(settings, "takes")
+    column.prop(settings, "best_of")
     row = column.row(align=True)
     row.prop(settings, "seed_mode", text="")
     sub = row.row(align=True)
@@ -109,6 +125,7 @@ def draw_panel(layout, context) -> None:
             item = thunder.takes[thunder.active_take]
             layout.label(text=f"{item.frames} frames from {item.frame_start:g}, guidance {item.guidance:g}, "
                               f"{item.steps} steps")
+            draw_strengths(layout, item)
 
         draw_directing(layout, context)
 
@@ -213,6 +230,17 @@ def draw_directing(layout, context) -> None:
         box.label(text=f"Range: frames {first} to {last}")
     except api.ThunderError:
         box.label(text="Range: set a preview range or select two markers")
+
+
+def draw_strengths(layout, item) -> None:
+    """The active take's strengths (changed without sampling again) and its Listen button."""
+    box = layout.box()
+    box.label(text="Strengths", icon="MODIFIER")
+    column = box.column(align=True)
+    for prop in ("strength_lips_jaw", "strength_brows", "strength_blinks", "strength_cheeks_nose",
+                 "strength_head_motion", "smoothing"):
+        column.prop(item, prop, slider=True)
+    box.operator("thunder.take_listen", icon="SPEAKER")
 
 
 class _ThunderPanel:

@@ -302,12 +302,14 @@ def head_object_name(stem: str) -> str:
 
 
 def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: str = "Thunder head",
-                     view: CameraView = TAKE_VIEW, resolution: int = DEFAULT_RESOLUTION) -> TakeScene:
+                     view: CameraView = TAKE_VIEW, resolution: int = DEFAULT_RESOLUTION,
+                     strengths: dict | None = None) -> TakeScene:
     """A fresh scene (factory settings, empty) holding `head` (a backend Head, or what load_head_for_takes takes:
     a FLAME file's head comes retargeted to the built-in head's expressions) rigged by
     the add-on, every take keyed on it from frame 1 and take 1 playing, the audio as a sound strip whose second
     `start` (where the takes begin) plays at frame 1, the frame range of the takes, a camera framing the face
-    and the Workbench render settings. All takes must be at `fps` and cover the same seconds of the audio."""
+    and the Workbench render settings. All takes must be at `fps` and cover the same seconds of the audio.
+    strengths: the add-on's take strengths ({"brows": 0.5, "smoothing": 0.3, ...}) given to every take."""
     import bpy
 
     from backend.frame_rate import check_fps
@@ -353,6 +355,8 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
         for take, label in zip(take_data, labels):
             headless.add_take(head_object, take, float(FRAME_START), batch=1, audio_path=str(audio_path),
                               label=label)
+            if strengths:
+                headless.set_strengths(head_object, len(head_object.thunder.takes) - 1, dict(strengths))
         headless.activate(head_object, 0)
     headless.animate_from_strip(scene, strip, head_object)
 
@@ -375,6 +379,7 @@ class SceneOutputs:
     formats: tuple = ()
     preview: bool = False
     resolution: int = DEFAULT_RESOLUTION
+    strengths: tuple = ()         # (name, value) pairs: the add-on's take strengths, for every take
 
     def __bool__(self) -> bool:
         return bool(self.blend or self.formats or self.preview)
@@ -383,6 +388,14 @@ class SceneOutputs:
 def blend_path(out, stem: str, outputs: SceneOutputs) -> Path:
     """Where the .blend goes: the path --blend named, else <stem>.blend in the output folder."""
     return Path(outputs.blend) if isinstance(outputs.blend, str) else Path(out) / f"{stem}.blend"
+
+
+def check_strengths(strengths: dict) -> None:
+    """SceneError (the add-on's sentence) unless `strengths` are take strengths in range."""
+    from thunder_blender import headless
+
+    with add_on_errors():
+        headless.check_strengths(strengths)
 
 
 def scene_output_paths(out, stem: str, n_takes: int, outputs: SceneOutputs) -> list[Path]:
@@ -415,7 +428,7 @@ def write_take_scene(head, audio_path, take_paths: Sequence, fps: float, out, ou
     report = report or (lambda what, seconds: None)
     with blender_output_silenced():
         scene = build_take_scene(head, audio_path, take_paths, fps, name=head_object_name(stem),
-                                 resolution=outputs.resolution)
+                                 resolution=outputs.resolution, strengths=dict(outputs.strengths))
     report(f"built the scene: the head, {len(take_paths)} take(s) keyed, the sound strip, the camera",
            scene.timings["build"])
     written = []

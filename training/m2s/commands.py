@@ -7,7 +7,7 @@ import json
 
 def cmd_train(args) -> int:
     from training.config_options import config_overrides
-    from training.m2s.model import M2SConfig
+    from backend.m2s.model import M2SConfig
     from training.m2s.train import M2STrainConfig, train
 
     model = M2SConfig.paper(input=args.input) if args.paper else M2SConfig(input=args.input)

@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, UNITS_PER_FRAME, log_mel_spectrogram
+from backend.audio import MELS_PER_FRAME, UNITS_PER_FRAME, clip_log_mel
 from backend.frame_rate import interpolate_motion, interpolate_rows
 from training.m2s.loss import IGNORE
 
@@ -33,13 +33,6 @@ class M2SExample:
 def split_motion(motion: torch.Tensor, n_expression: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(..., E + 3) motion -> expression (..., E), jaw (..., 3)."""
     return motion[..., :n_expression], motion[..., n_expression:]
-
-
-def clip_log_mel(audio: np.ndarray, n_frames: int) -> np.ndarray:
-    """Log-mel of a clip's audio, padded or cut to exactly 4 frames per motion frame: (4T, 80)."""
-    wave = np.zeros(n_frames * SAMPLES_PER_FRAME, dtype=np.float32)
-    wave[: min(len(audio), len(wave))] = audio[: len(wave)]
-    return log_mel_spectrogram(torch.from_numpy(wave))[0].numpy()
 
 
 def make_examples(clips, units) -> list[M2SExample]:

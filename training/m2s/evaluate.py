@@ -54,7 +54,7 @@ def score_checkpoint(checkpoint, corpus_dir, split: str = "test", head_spec: str
     """Scores of a saved M2S model on one split of a corpus, with the contrasts and the chance level."""
     from backend.head import load_head
     from training.corpus.format import open_corpus
-    from training.m2s.api import load_m2s
+    from backend.m2s import load_m2s
     from training.m2s.data import make_examples
     from training.m2s.units import unit_source_from_config
 

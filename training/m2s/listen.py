@@ -38,11 +38,11 @@ def plot_mels(path: Path, panels: list[tuple[str, np.ndarray]], title: str) -> P
 def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str = "builtin") -> list[Path]:
     from backend.head import load_head
     from training.corpus.format import open_corpus
-    from training.m2s.api import load_m2s
+    from backend.m2s import load_m2s
     from training.m2s.data import make_examples, split_motion
     from training.m2s.evaluate import SHIFT_FRAMES
     from training.m2s.units import unit_source_from_config
-    from training.m2s.vocoder import GriffinLim
+    from backend.m2s.vocoder import GriffinLim
 
     head = load_head(head_spec)
     m2s = load_m2s(checkpoint, head)

@@ -22,12 +22,12 @@ from backend.errors import ThunderError
 from backend.progress import ProgressBar
 from training.train_state import load_training_state, save_training_state
 from training.corpus.format import open_corpus
-from training.m2s.api import M2S
+from backend.m2s import M2S, M2S_KIND
 from training.m2s.data import Augment, augment_features, crop_batch, make_examples, split_motion
 from training.m2s.evaluate import evaluate_m2s
-from training.m2s.inputs import MotionFeatures
+from backend.m2s.inputs import MotionFeatures
 from training.m2s.loss import unit_and_mel_loss
-from training.m2s.model import M2SConfig, MeshToSpeech
+from backend.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.units import KMeansUnits, PhoneUnits, unit_config
 from training.plots import plot_training_log
 from training.schedule import warmup_cosine
@@ -138,7 +138,7 @@ def train(cfg: M2STrainConfig, resume: bool = False, progress: bool = True) -> P
 
 
 def _config_json(cfg: M2STrainConfig, head, features: MotionFeatures, units) -> dict:
-    return {"kind": "thunder-m2s", "version": 1, "model": dataclasses.asdict(cfg.model),
+    return {"kind": M2S_KIND, "version": 1, "model": dataclasses.asdict(cfg.model),
             "input_dim": features.dim, "head": {"name": head.name, "identity": head.identity},
             "units": unit_config(units),
             "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("model",)}}

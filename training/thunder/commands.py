@@ -68,7 +68,7 @@ def cmd_eval(args) -> int:
         table = format_real_speech_table(result, per_clip=args.per_clip)
     else:
         from backend.models import SHIPPED_M2S
-        from training.m2s.api import load_m2s
+        from backend.m2s import load_m2s
 
         m2s = load_m2s(SHIPPED_M2S if args.m2s is None else args.m2s, head) if args.m2s != "" else None
         bar = ProgressBar(1, label="eval") if not args.quiet else None

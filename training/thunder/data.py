@@ -13,10 +13,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, UNITS_PER_FRAME
+from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, UNITS_PER_FRAME, clip_log_mel
 from backend.motion import MotionStats, pack_motion
 from backend.take_sampling import style_vector
-from training.m2s.data import clip_log_mel
 from training.m2s.loss import IGNORE
 
 

@@ -272,7 +272,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
     val_metas = corpus.split("val")[: cfg.eval_clips]
     m2s = None
     if cfg.w_m2s > 0:
-        from training.m2s.api import load_m2s
+        from backend.m2s import load_m2s
 
         m2s = load_m2s(cfg.m2s, head, trainable=cfg.m2s_trainable).to(device)
 

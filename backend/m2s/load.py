@@ -1,4 +1,5 @@
-"""The M2S API the diffusion training uses: a differentiable map from motion to speech.
+"""Loading an M2S checkpoint: a differentiable map from motion to speech (the diffusion training's M2S loss,
+and the backend's scoring and listening).
 
     m2s = load_m2s("backend/models/m2s", head, trainable=False)   # frozen (the paper's default)
     units, mel = m2s.from_motion(expression, jaw)   # (B, T, E) and (B, T, 3): computes only mouth vertices
@@ -18,8 +19,8 @@ import torch
 from torch import nn
 
 from backend.checkpoint import CheckpointError, load_weights, read_checkpoint
-from training.m2s.inputs import MotionFeatures
-from training.m2s.model import M2SConfig, MeshToSpeech
+from backend.m2s.inputs import MotionFeatures
+from backend.m2s.model import M2SConfig, MeshToSpeech
 
 M2S_KIND = "thunder-m2s"
 
