@@ -4,7 +4,8 @@ also those inside functions):
 - backend/blender/ uses the add-on through one door, thunder_blender.headless, and no other add-on module;
 - the rest of backend/ imports no Blender module (bpy, mathutils, bpy_extras) and, of the add-on, only the
   modules without bpy that hold a rule both sides share: the take file's rule (thunder_blender.take_file),
-  the ARKit weights (thunder_blender.arkit, with rig_math), the errors under them, and the process link the bench drives the service with
+  the ARKit weights (thunder_blender.arkit, with rig_math), the closure-keeping smoothing
+  (thunder_blender.strengths), the errors under them, and the process link the bench drives the service with
   (thunder_blender.link), so that there is one take rule and one client of the protocol;
 - backend/ never imports training/;
 - thunder_blender/ never imports torch, backend or training (it runs in Blender's own Python).
@@ -20,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BLENDER_MODULES = {"bpy", "mathutils", "bpy_extras"}
 DOOR = "thunder_blender.headless"
-SHARED = ("thunder_blender.take_file", "thunder_blender.arkit", "thunder_blender.rig_math", "thunder_blender.errors",
+SHARED = ("thunder_blender.take_file", "thunder_blender.arkit", "thunder_blender.strengths", "thunder_blender.rig_math",
+          "thunder_blender.errors",
           "thunder_blender.link")
 
 

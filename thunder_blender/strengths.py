@@ -124,16 +124,31 @@ def apply_strengths(parts: dict, expression_names, strengths: dict, fps: float,
     if smoothing > 0:
         if lips is None:
             raise ValueError("smoothing needs the head's lip landmarks")
-        sigma = smoothing * SMOOTHING_MAX_SECONDS * fps
-        smoothed = {name: gaussian_smooth(value, sigma) for name, value in out.items()}
-        keep = closure_weights(lip_gap(out["expression"], out["jaw"], lips), fps)[:, None]
-        mouth = region_mask(expression_names, "lips_jaw")
-        if not mouth.any():   # a head without ARKit names: which components close the lips is unknown
-            mouth[:] = True
-        for name in ("expression", "jaw"):
-            restored = smoothed[name] + keep * (out[name] - smoothed[name])
-            if name == "expression":   # only the mouth's components come back; brows, lids... stay smoothed
-                restored = np.where(mouth[None], restored, smoothed[name])
-            smoothed[name] = restored
-        out = smoothed
+        gap = lip_gap(out["expression"], out["jaw"], lips)
+        out = smooth_keeping_closures(out, expression_names, smoothing * SMOOTHING_MAX_SECONDS * fps, gap, fps)
     return out
+
+
+def smooth_keeping_closures(parts: dict, expression_names, sigma_frames: float, gap: np.ndarray, fps: float,
+                            raw_prefixes: tuple = ()) -> dict:
+    """The parts ({expression (T, E), jaw, neck, eyes}) smoothed in time by a Gaussian of `sigma_frames`,
+    except that on closure frames (`closure_weights` of the unsmoothed lip `gap`) the mouth's components and
+    the jaw get their unsmoothed values back, so no /p b m/ closure is filtered away; the expression
+    components named with `raw_prefixes` stay unsmoothed throughout (the backend's flicker filter keeps blinks
+    so: a blink is short on purpose). New float64 arrays. The one closure-keeping smoothing of the project:
+    the panel's smoothing slider and the backend's filter after sampling (backend/flicker_filter.py)."""
+    parts = {name: np.asarray(value, dtype=np.float64) for name, value in parts.items()}
+    smoothed = {name: gaussian_smooth(value, sigma_frames) for name, value in parts.items()}
+    keep = closure_weights(gap, fps)[:, None]
+    mouth = region_mask(expression_names, "lips_jaw")
+    if not mouth.any():   # a head without ARKit names: which components close the lips is unknown
+        mouth[:] = True
+    for name in ("expression", "jaw"):
+        restored = smoothed[name] + keep * (parts[name] - smoothed[name])
+        if name == "expression":   # only the mouth's components come back; brows, lids... stay smoothed
+            restored = np.where(mouth[None], restored, smoothed[name])
+        smoothed[name] = restored
+    raw = np.array([name.startswith(tuple(raw_prefixes)) for name in expression_names], dtype=bool) \
+        if raw_prefixes else np.zeros(len(expression_names), dtype=bool)
+    smoothed["expression"] = np.where(raw[None], parts["expression"], smoothed["expression"])
+    return smoothed
