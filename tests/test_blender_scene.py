@@ -214,6 +214,50 @@ def test_frames_grid_comes_from_the_same_scene_and_leaves_it_as_it_was(generated
     assert info["frame"] == 1 and info["format"] == "PNG"
 
 
+ADD_HEAD = r"""
+import json, sys
+import bpy
+import numpy as np
+from backend.blender.scene import build_take_scene
+from backend.head import load_head
+from backend.take_file import load_take
+audio, take1, take2 = sys.argv[1:4]
+scene = build_take_scene("builtin", audio, [take1, take2], 24.0, resolution=64)
+second = scene.add_head(load_head("builtin"), "second head", offset=(0.3, 0.0, 0.0))
+take = load_take(take1)
+frame = min(scene.frame_end, 1 + int(np.argmax(take.jaw[:, 0])))
+
+
+def world_vertices(armature):
+    mesh = next(c for c in armature.children if c.type == "MESH")
+    evaluated = mesh.evaluated_get(bpy.context.evaluated_depsgraph_get())
+    data = evaluated.to_mesh()
+    co = np.array([evaluated.matrix_world @ v.co for v in data.vertices])
+    evaluated.to_mesh_clear()
+    return co
+
+
+scene.scene.frame_set(frame)
+first_open, second_open = world_vertices(scene.head), world_vertices(second)
+scene.scene.frame_set(1)
+moved = float(np.abs(world_vertices(second) - second_open).max())
+print("RESULT " + json.dumps({"shift": (second_open - first_open).mean(axis=0).tolist(),
+                              "apart": float(np.abs(second_open - first_open - [0.3, 0.0, 0.0]).max()),
+                              "moved": moved, "takes": [t.name for t in second.thunder.takes],
+                              "animated": bpy.context.scene.thunder.head.name}))
+"""
+
+
+def test_another_head_plays_the_same_takes_beside_the_first(generated):
+    """TakeScene.add_head (the figure of one take on several heads): the second head moves as the first, shifted."""
+    audio, out, _ = generated
+    info = run_python(ADD_HEAD, audio, out / "speech.take1.seed5.npz", out / "speech.take2.seed6.npz")
+    # FLAME's x is Blender's x; the same pose to Blender's single precision (0.1 mm), a pose that moved.
+    assert info["shift"] == pytest.approx([0.3, 0.0, 0.0], abs=1e-4)
+    assert info["apart"] < 1e-4 and info["moved"] > 1e-3
+    assert info["takes"] == ["Take 1", "Take 2"] and info["animated"] == "Thunder head"
+
+
 def test_scene_at_a_fractional_rate_trims_both_ends_of_the_sound(tmp_path):
     """23.976 fps (24 / 1.001) over seconds 0.25 to 1.2 of the audio: the strip plays exactly those."""
     audio = write_speech(tmp_path / "clip.wav", 1.5)

@@ -4,7 +4,7 @@ is what the add-on would have made. backend/blender/ imports this module of thun
 (tests/test_import_rules.py).
 
     register_properties()                       the add-on's properties (heads, takes, settings), once
-    build_head(arrays, info, name)              the head from the backend's head arrays (no file in between)
+    build_head(arrays, info, name, location)    the head from the backend's head arrays (no file in between)
     mesh_from_arrays(name, vertices, faces)     a plain mesh with the head's region materials
     add_sound_strip(scene, path, start, ...)    a sound strip that plays audio second `start` at a frame
     read_take(path), add_take(head, ...), activate(head, index)
@@ -42,10 +42,11 @@ def register_properties() -> None:
         properties.register()
 
 
-def build_head(arrays: dict, info: dict, name: str | None = None):
-    """The head (its armature object) from the backend's head arrays and description (head_mesh_arrays and
-    head_description in backend/head.py), exactly as the add-on builds it from the `head` reply's file."""
-    return build_head_from_arrays(arrays, info, name)
+def build_head(arrays: dict, info: dict, name: str | None = None, location=(0.0, 0.0, 0.0)):
+    """The head (its armature object, its root at `location`) from the backend's head arrays and description
+    (head_mesh_arrays and head_description in backend/head.py), exactly as the add-on builds it from the `head`
+    reply's file."""
+    return build_head_from_arrays(arrays, info, name, location=location)
 
 
 def add_sound_strip(scene, audio_path, start: float = 0.0, end: float | None = None, frame_start: int = 1,

@@ -107,6 +107,7 @@ class TakeScene:
     camera: object = None
     resolution: int = DEFAULT_RESOLUTION
     timings: dict = field(default_factory=dict)
+    take_data: list = field(default_factory=list)   # the takes as the add-on read them, in the list's order
 
     @property
     def frame_end(self) -> int:
@@ -141,6 +142,14 @@ class TakeScene:
         from thunder_blender import headless
 
         return headless.planned_paths(folder, self.head.name, self.take_names, formats)
+
+    def add_head(self, head, name: str, offset=(0.0, 0.0, 0.0)):
+        """Another head (a backend Head; a FLAME file's retargeted, as load_head_for_takes gives it) playing the
+        same takes, `offset` metres from the first (FLAME coordinates): one take on several heads in one render.
+        Its armature object; the scene's own head stays the one the panel animates."""
+        from backend.blender.preview import flame_to_blender
+
+        return key_takes(head, self.take_data, self.audio_path, name, flame_to_blender(offset))
 
     # ------------------------------------------------------------------------------------------ renders
     def image_position(self, point) -> tuple[float, float]:
@@ -301,6 +310,27 @@ def head_object_name(stem: str) -> str:
     return f"{stem[:40]} head"
 
 
+def key_takes(head, take_data: Sequence, audio_path, name: str, location=(0.0, 0.0, 0.0),
+              strengths: dict | None = None):
+    """`head` (a backend Head) rigged by the add-on as `name` with its root at `location` (Blender's
+    coordinates), every take of `take_data` (the add-on's TakeData) keyed on it from FRAME_START as Take 1,
+    Take 2, ..., with `strengths` (thunder_blender/strengths.py) when given, and take 1 playing: the head's
+    armature object."""
+    from backend.head import head_description, head_mesh_arrays
+    from thunder_blender import headless
+
+    with add_on_errors():
+        head_object = headless.build_head(head_mesh_arrays(head), head_description(head), name=name,
+                                          location=tuple(location))
+        for take, label in zip(take_data, take_labels(len(take_data))):
+            headless.add_take(head_object, take, float(FRAME_START), batch=1, audio_path=str(audio_path),
+                              label=label)
+            if strengths:
+                headless.set_strengths(head_object, len(head_object.thunder.takes) - 1, dict(strengths))
+        headless.activate(head_object, 0)
+    return head_object
+
+
 def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: str = "Thunder head",
                      view: CameraView = TAKE_VIEW, resolution: int = DEFAULT_RESOLUTION,
                      strengths: dict | None = None) -> TakeScene:
@@ -313,7 +343,7 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     import bpy
 
     from backend.frame_rate import check_fps
-    from backend.head import head_description, head_mesh_arrays, load_head_for_takes
+    from backend.head import load_head_for_takes
     from thunder_blender import headless
 
     started = time.monotonic()
@@ -349,15 +379,7 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
                                          FRAME_START, first.n_frames)
     scene.sync_mode = "AUDIO_SYNC"   # playback in the viewport keeps to the sound
 
-    labels = take_labels(len(take_data))
-    with add_on_errors():
-        head_object = headless.build_head(head_mesh_arrays(head), head_description(head), name=name)
-        for take, label in zip(take_data, labels):
-            headless.add_take(head_object, take, float(FRAME_START), batch=1, audio_path=str(audio_path),
-                              label=label)
-            if strengths:
-                headless.set_strengths(head_object, len(head_object.thunder.takes) - 1, dict(strengths))
-        headless.activate(head_object, 0)
+    head_object = key_takes(head, take_data, audio_path, name, strengths=strengths)
     headless.animate_from_strip(scene, strip, head_object)
 
     camera = bpy.data.objects.new("Thunder camera", bpy.data.cameras.new("Thunder camera"))
@@ -365,7 +387,8 @@ def build_take_scene(head, audio_path, take_paths: Sequence, fps: float, name: s
     scene.camera = camera
     aim_camera(camera, view)
     scene.frame_set(FRAME_START)
-    result = TakeScene(scene, head_object, strip, labels, first.n_frames, fps, audio_path, start, camera, resolution)
+    result = TakeScene(scene, head_object, strip, take_labels(len(take_data)), first.n_frames, fps, audio_path, start,
+                       camera, resolution, take_data=take_data)
     result.timings["build"] = time.monotonic() - started
     return result
 
