@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from backend.head import load_head
+from backend.models import SHIPPED_THUNDER
 from backend.motion import pack_motion
 from backend.take_sampling import SamplingSettings
 from backend.thunder_model import load_model
@@ -79,7 +80,7 @@ def lip_opening_figure(clip, openings: dict[str, np.ndarray], path: Path) -> Non
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("audio", help="one real recording with its transcript beside it")
-    parser.add_argument("--model", default=str(DOCS.parent / "models" / "thunder"))
+    parser.add_argument("--model", default=str(SHIPPED_THUNDER))
     parser.add_argument("--align-cache", default=str(default_cache_dir()))
     parser.add_argument("--seed", type=int, default=0, help="take 1's seed, as thunder eval draws it")
     parser.add_argument("--out", default=str(DOCS / "real_speech_lip_opening.png"))
