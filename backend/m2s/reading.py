@@ -22,11 +22,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from backend.audio import MELS_PER_FRAME, clip_log_mel
+from backend.audio import MELS_PER_FRAME, SAMPLES_PER_FRAME, clip_log_mel
 from backend.m2s.vocoder import GriffinLim
 
 WINDOW_FRAMES = 250    # 10 s read at once
 CONTEXT_FRAMES = 25    # 1 s on each side, so no kept frame is near a window's edge
+
+
+def _windows(frames: int, window: int, context: int):
+    """(start, stop, first, last) per window: the frames start .. stop - 1 are kept, read with the frames
+    first .. last - 1 around them."""
+    for start in range(0, frames, window):
+        stop = min(frames, start + window)
+        yield start, stop, max(0, start - context), min(frames, stop + context)
+
+
+def _motion_tensors(m2s, expression, jaw):
+    device = next(m2s.parameters()).device   # the generator's (a GPU when it samples there)
+    expression = torch.as_tensor(np.asarray(expression, dtype=np.float32), device=device)
+    jaw = torch.as_tensor(np.asarray(jaw, dtype=np.float32), device=device)
+    single = expression.ndim == 2
+    return (expression[None], jaw[None], single) if single else (expression, jaw, single)
 
 
 @torch.no_grad()
@@ -34,31 +50,34 @@ def predict_mel(m2s, expression: np.ndarray, jaw: np.ndarray, window: int = WIND
                 context: int = CONTEXT_FRAMES) -> np.ndarray:
     """The log-mel M2S hears in 25 fps motion: expression (T, E), jaw (T, 3) -> (4T, n_mels) float32; or a
     batch of takes, (N, T, E) and (N, T, 3) -> (N, 4T, n_mels), read together."""
-    device = next(m2s.parameters()).device   # the generator's (a GPU when it samples there)
-    expression = torch.as_tensor(np.asarray(expression, dtype=np.float32), device=device)
-    jaw = torch.as_tensor(np.asarray(jaw, dtype=np.float32), device=device)
-    single = expression.ndim == 2
-    if single:
-        expression, jaw = expression[None], jaw[None]
+    expression, jaw, single = _motion_tensors(m2s, expression, jaw)
     takes, frames = expression.shape[:2]
     out = np.empty((takes, frames * MELS_PER_FRAME, m2s.network.config.n_mels), dtype=np.float32)
-    for start in range(0, frames, window):
-        stop = min(frames, start + window)
-        first, last = max(0, start - context), min(frames, stop + context)
+    for start, stop, first, last in _windows(frames, window, context):
         _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
         keep = slice((start - first) * MELS_PER_FRAME, (stop - first) * MELS_PER_FRAME)
         out[:, start * MELS_PER_FRAME: stop * MELS_PER_FRAME] = mel[:, keep].cpu().numpy()
     return out[0] if single else out
 
 
-def lip_reading_score(m2s, expression: np.ndarray, jaw: np.ndarray, wave: np.ndarray):
+@torch.no_grad()
+def lip_reading_score(m2s, expression: np.ndarray, jaw: np.ndarray, wave: np.ndarray, window: int = WINDOW_FRAMES,
+                      context: int = CONTEXT_FRAMES):
     """Mean |M2S's log-mel from the lips - the audio's log-mel| over the take (lower: the lips read better).
     expression (T, E) and jaw (T, 3) at 25 fps, or a batch (N, T, E) and (N, T, 3) of takes of the same audio
-    (then an (N,) array); wave: the 16 kHz samples those frames animate."""
-    predicted = predict_mel(m2s, expression, jaw)
-    heard = clip_log_mel(np.asarray(wave, dtype=np.float32), np.shape(expression)[-2])
-    scores = np.abs(predicted - heard).mean(axis=(-2, -1))
-    return float(scores) if np.ndim(scores) == 0 else scores
+    (then an (N,) array); wave: the 16 kHz samples those frames animate. Window by window, the audio's log-mel
+    too, so ten minutes cost what ten seconds do (a whole-take spectrogram of 10 min held 360 MiB)."""
+    expression, jaw, single = _motion_tensors(m2s, expression, jaw)
+    takes, frames = expression.shape[:2]
+    wave = np.asarray(wave, dtype=np.float32)
+    total = np.zeros(takes)
+    for start, stop, first, last in _windows(frames, window, context):
+        _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
+        heard = clip_log_mel(wave[first * SAMPLES_PER_FRAME: last * SAMPLES_PER_FRAME], last - first)
+        keep = slice((start - first) * MELS_PER_FRAME, (stop - first) * MELS_PER_FRAME)
+        total += np.abs(mel[:, keep].cpu().numpy() - heard[keep]).sum(axis=(-2, -1))
+    scores = total / max(frames * MELS_PER_FRAME * m2s.network.config.n_mels, 1)
+    return float(scores[0]) if single else scores
 
 
 def lips_audio(m2s, expression: np.ndarray, jaw: np.ndarray, vocoder=None) -> np.ndarray:
