@@ -26,6 +26,7 @@ UNIT_HOP = 320                                   # speech units (the M2S model's
 UNITS_PER_FRAME = SAMPLES_PER_FRAME // UNIT_HOP  # 2
 MELS_PER_UNIT = UNIT_HOP // MEL_HOP              # 2
 LOG_MEL_FLOOR = 1e-5
+ENVELOPE_SIGMA_FRAMES = 1.0                      # the loudness envelope follows syllables, not pitch periods
 
 
 def frames_for_samples(n_samples: int) -> int:
@@ -97,3 +98,19 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RAT
         out.setframerate(int(sample_rate))
         out.writeframes(pcm.tobytes())
     return Path(path)
+
+
+def audio_envelope(audio, n_frames: int, sample_rate: int = SAMPLE_RATE, fps: float = MOTION_FPS,
+                   sigma_frames: float = ENVELOPE_SIGMA_FRAMES) -> np.ndarray:
+    """(n_frames,) RMS amplitude of a one-frame (40 ms at 25 fps) window centred on each frame's time
+    (zeros beyond the audio), smoothed with a Gaussian of `sigma_frames`."""
+    from scipy.ndimage import gaussian_filter1d
+
+    x = np.asarray(audio, dtype=np.float64).ravel()
+    hop = sample_rate / fps
+    half = int(round(hop / 2))
+    padded = np.pad(x, (half, half + int(np.ceil(n_frames * hop))))
+    starts = np.round(np.arange(n_frames) * hop).astype(int)
+    windows = padded[starts[:, None] + np.arange(2 * half)]
+    rms = np.sqrt(np.mean(windows ** 2, axis=1))
+    return gaussian_filter1d(rms, sigma_frames, mode="nearest") if sigma_frames > 0 else rms

@@ -144,8 +144,8 @@ def cmd_generate(args) -> int:
     if old_take is not None:
         fps = old_take.fps
     generator = Generator(args.checkpoint, args.head, args.device, args.max_seconds or None)
-    changes = {name: getattr(args, name) for name in ("steps", "guidance", "emotion", "intensity", "smoothing")
-               if getattr(args, name) is not None}
+    changes = {name: getattr(args, name) for name in ("steps", "guidance", "emotion", "intensity", "smoothing",
+                                                    "blinks") if getattr(args, name) is not None}
     settings = generator.settings(changes)
 
     # 2. Each file on its own: its failure is its own.
@@ -381,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--smoothing", type=float,
                           help="frames of the flicker filter, which keeps every lip closure (default 0.7; 0: the "
                                "raw samples)")
+    generate.add_argument("--blinks", choices=("natural", "model"),
+                          help="natural (default): the model's blinks, topped up to a human rate drawn per take "
+                               "(10-25 a minute, at most 30; backend/blinks.py); model: the model's blinks only")
     generate.add_argument("--fps", type=float, default=25.0, help="the scene's frame rate (default 25)")
     generate.add_argument("--start", type=float, default=0.0, help="use the audio from this second")
     generate.add_argument("--end", type=float, help="use the audio up to this second (default: its end)")

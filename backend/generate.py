@@ -33,7 +33,7 @@ from backend.checkpoint import checkpoint_fingerprint
 from backend.diffusion.samplers import Callback
 from backend.errors import ThunderError
 from backend import directing
-from backend.flicker_filter import filter_takes
+from backend.finishing import finish_takes
 from backend.frame_rate import check_fps, frames_for_seconds, interpolate_motion, resample_motion
 from backend.head import load_head, load_head_for_takes
 from backend.models import SHIPPED_M2S, SHIPPED_THUNDER
@@ -291,7 +291,7 @@ class Generator:
         if constraints:
             imposed = KnownMotion(*(torch.from_numpy(a) for a in directing.constraint_targets(
                 constraints, self.head.expression_names, fps, features.shape[0])))
-        motion = self._sample(features, seeds, settings, callback, imposed, speech)
+        motion = self._sample(features, seeds, settings, callback, imposed, speech, wave)
 
         # 4. How well each take's lips read (at 25 fps, against the audio they animate); best of N keeps the best.
         scores = self.score_takes(motion, wave)
@@ -313,14 +313,16 @@ class Generator:
                                scores=scores[i]))
         return result
 
-    def _sample(self, features, seeds, settings, callback, imposed, speech) -> np.ndarray:
-        """Takes (K, T, D) at 25 fps: sampled, through the flicker filter, and with the imposed values (kept
-        frames, holds, keys) put back exactly where the filter moved them."""
+    def _sample(self, features, seeds, settings, callback, imposed, speech, wave) -> np.ndarray:
+        """Takes (K, T, D) at 25 fps for the audio `wave` they animate: sampled, finished
+        (backend/finishing.py: flicker filter, blinks), and with the imposed values (kept frames, holds, keys)
+        put back exactly where the filter moved them."""
         motion = sample_takes(self.model, features, seeds, settings, callback=callback, imposed=imposed).numpy()
         if not np.isfinite(motion).all():
             raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
                                 f"its checkpoint {self.checkpoint} may be damaged")
-        motion = filter_takes(motion, self.takes_head, settings.smoothing)
+        motion = finish_takes(motion, self.takes_head, settings, seeds, wave,
+                              None if imposed is None else imposed.weight.numpy())
         if imposed is not None:
             weight, target = imposed.weight.numpy()[None], imposed.target.numpy()[None]
             motion = np.where(weight > 0, weight * target + (1.0 - weight) * motion, motion).astype(motion.dtype)
@@ -379,7 +381,8 @@ class Generator:
                                                              n_model)
         target, weight = directing.range_known(plan, old_motion, free_channels, constraint_values)
         imposed = KnownMotion(torch.from_numpy(target), torch.from_numpy(weight))
-        motion = self._sample(features, seeds, settings, callback, imposed, speech)
+        span = speech.samples[first + plan.lo * SAMPLES_PER_FRAME: min(first + plan.hi * SAMPLES_PER_FRAME, stop)]
+        motion = self._sample(features, seeds, settings, callback, imposed, speech, span)
 
         # 4. The range at the take's frame rate, spliced into the old take.
         positions = np.arange(start, end, dtype=np.float64) * MOTION_FPS / old.fps - plan.lo

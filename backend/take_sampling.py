@@ -34,6 +34,7 @@ MAX_STEPS = 1000
 # and at 1e30 it overflows to NaN (which used to be blamed on a damaged checkpoint).
 MAX_GUIDANCE = 10.0
 MAX_SMOOTHING = 3.0  # frames; backend.flicker_filter.MAX_SIGMA (past it the filter blurs the syllables)
+BLINK_MODES = ("natural", "model")
 MAX_WINDOW = 1000  # frames; a model's network may take fewer (its max_frames), which check() is told
 
 
@@ -50,6 +51,8 @@ class SamplingSettings:
     context: int = 10                # frames each window continues from the previous one
     smoothing: float = 0.7           # frames (at 25 fps) of backend.flicker_filter, which the callers that
                                      # know the head apply to the sampled takes; 0: the raw samples
+    blinks: str = "natural"          # natural: blinks topped up to a human rate per take (backend/blinks.py);
+                                     # model: the model's blinks as sampled
 
     def check(self, emotions, max_window: int | None = None) -> None:
         """Refuse, in one sentence, settings outside their ranges (MAX_STEPS, MAX_GUIDANCE, `max_window`: the
@@ -73,6 +76,8 @@ class SamplingSettings:
             raise SamplingError(f"a window of {self.window} frames: choose between 2 and {longest}")
         if not 0.0 <= self.smoothing <= MAX_SMOOTHING:
             raise SamplingError(f"smoothing {self.smoothing:g} frames is outside 0..{MAX_SMOOTHING:g} (0: none)")
+        if self.blinks not in BLINK_MODES:
+            raise SamplingError(f"unknown blinks '{self.blinks}'; choose {' or '.join(BLINK_MODES)}")
         if not 0 <= self.context < self.window:
             raise SamplingError(f"context {self.context} must be shorter than the window {self.window}")
 

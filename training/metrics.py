@@ -67,6 +67,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from backend.audio import ENVELOPE_SIGMA_FRAMES, audio_envelope  # noqa: F401 (one definition, shared)
+from backend.blinks import BLINK_EXPRESSIONS, BLINK_OFF, BLINK_ON, blink_signal, count_blinks  # noqa: F401
 from backend.errors import HeadFileError
 
 BILABIALS = ("P", "B", "M")
@@ -74,10 +76,7 @@ OPEN_VOWELS = ("AA", "AE", "AH", "AO", "AW", "AY")
 REAL_SPEECH_CLOSURE_MARGIN = 1  # frames either side of a /p b m/ segment
 NEVER_OPEN_MM = 2.0
 SPIKE_MM = 4.0
-ENVELOPE_SIGMA_FRAMES = 1.0
 ENVELOPE_MAX_LAG = 3  # frames
-BLINK_ON, BLINK_OFF = 0.5, 0.25
-BLINK_EXPRESSIONS = ("eyeBlinkLeft", "eyeBlinkRight")
 RELATIVE_CLOSURE_THRESHOLD = 0.10
 OPENING_PERCENTILE = 95.0
 HIDDEN_DEPTH = 0.0005  # metres behind an eyeball's front surface from which skin counts as hidden
@@ -193,22 +192,6 @@ def mean_abs_second_difference(x) -> float:
     return float(np.abs(x[2:] - 2 * x[1:-1] + x[:-2]).mean()) if len(x) > 2 else 0.0
 
 
-def audio_envelope(audio, n_frames: int, sample_rate: int = 16000, fps: float = 25.0,
-                   sigma_frames: float = ENVELOPE_SIGMA_FRAMES) -> np.ndarray:
-    """(n_frames,) RMS amplitude of a one-frame (40 ms at 25 fps) window centred on each frame's time
-    (zeros beyond the audio), smoothed with a Gaussian of `sigma_frames`."""
-    from scipy.ndimage import gaussian_filter1d
-
-    x = _array(audio).ravel()
-    hop = sample_rate / fps
-    half = int(round(hop / 2))
-    padded = np.pad(x, (half, half + int(np.ceil(n_frames * hop))))
-    starts = np.round(np.arange(n_frames) * hop).astype(int)
-    windows = padded[starts[:, None] + np.arange(2 * half)]
-    rms = np.sqrt(np.mean(windows ** 2, axis=1))
-    return gaussian_filter1d(rms, sigma_frames, mode="nearest") if sigma_frames > 0 else rms
-
-
 def envelope_correlation(opening, envelope, max_lag: int = ENVELOPE_MAX_LAG) -> float:
     """The largest Pearson r of the lip opening with the audio envelope over lags of -max_lag..max_lag
     frames (NaN when every lag leaves a constant signal)."""
@@ -223,28 +206,6 @@ def envelope_correlation(opening, envelope, max_lag: int = ENVELOPE_MAX_LAG) -> 
             if np.isfinite(r) and not r <= best:
                 best = r
     return best
-
-
-def blink_signal(expression, expression_names) -> np.ndarray | None:
-    """(T,) the mean of the eyeBlinkLeft and eyeBlinkRight weights of (T, E) expression; None for a head
-    without them."""
-    names = list(expression_names)
-    if not all(n in names for n in BLINK_EXPRESSIONS):
-        return None
-    x = _array(expression)
-    return x[:, [names.index(n) for n in BLINK_EXPRESSIONS]].mean(axis=1)
-
-
-def count_blinks(signal, on: float = BLINK_ON, off: float = BLINK_OFF) -> int:
-    """Blinks in a blink signal: rises above `on`, each ended by a fall below `off` (hysteresis). A clip that
-    starts with the lids shut counts that blink too."""
-    count, shut = 0, False
-    for value in _array(signal).ravel():
-        if not shut and value > on:
-            count, shut = count + 1, True
-        elif shut and value < off:
-            shut = False
-    return count
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.blinks import BLINK_RATE_PER_MINUTE, blink_shape, count_blinks  # noqa: F401 (one definition)
 from training.corpus.articulation import ExpressionMap
 from training.corpus.format import EMOTIONS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Segment
 from training.corpus.text import VOWELS
@@ -37,9 +38,7 @@ EMOTION_JAW = {"surprised": 0.03}
 # Resting upper-face components a person may hold through a clip, with the largest weight drawn for each.
 REST_COMPONENTS = {"browInnerUp": 0.5, "browOuterUp": 0.45, "browDown": 0.45, "eyeSquint": 0.5, "eyeWide": 0.4,
                    "cheekSquint": 0.35, "noseSneer": 0.15}
-BLINK_RATE_PER_MINUTE = (10.0, 25.0)
 BLINK_MIN_INTERVAL_S = 0.35
-BLINK_CLOSED_THRESHOLD = 0.5  # an eyeBlink value above this is a closed eye, for counting blinks
 
 
 @dataclass
@@ -131,16 +130,6 @@ def accents(phones: list[Segment], energy: np.ndarray, pitch: np.ndarray, fps: f
             for i in range(len(rows)) if score[i] >= cut]
 
 
-def blink_shape(t: np.ndarray, peak: float, close: float, hold: float, open_: float) -> np.ndarray:
-    """Eyelid closure of one blink over times t: eased closing that ends at `peak`, shut for `hold`, then an
-    opening that starts fast and slows down."""
-    x_close = np.clip((t - (peak - close)) / close, 0.0, 1.0)
-    x_open = np.clip((t - peak - hold) / open_, 0.0, 1.0)
-    closing = 0.5 - 0.5 * np.cos(np.pi * x_close)
-    opening = (1.0 - x_open) ** 1.6
-    return np.where(t <= peak + hold, closing, opening) * ((t > peak - close) & (t < peak + hold + open_))
-
-
 def blink_track(rng: np.random.Generator, n: int, per_minute: float, fps: float = FPS,
                 pauses: list[float] = ()) -> tuple[np.ndarray, int]:
     """Eyelid closure in [0, 1] per frame, and the number of blinks (each double blink counts two)."""
@@ -165,12 +154,6 @@ def blink_track(rng: np.random.Generator, n: int, per_minute: float, fps: float 
             now += hold + 0.6 * open_ + rng.uniform(0.04, 0.1)  # a double blink starts while reopening
         now += max(BLINK_MIN_INTERVAL_S, rng.gamma(2.5, mean_gap / 2.5))
     return np.clip(track, 0, 1), count
-
-
-def count_blinks(eyelid: np.ndarray, threshold: float = BLINK_CLOSED_THRESHOLD) -> int:
-    """Blinks in an eyelid-closure track: the times it rises above the threshold."""
-    closed = np.asarray(eyelid) > threshold
-    return int(closed[0]) + int(np.count_nonzero(closed[1:] & ~closed[:-1])) if closed.size else 0
 
 
 def gaze_track(rng: np.random.Generator, n: int, fps: float = FPS) -> np.ndarray:

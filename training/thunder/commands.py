@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -40,12 +41,19 @@ def cmd_eval(args) -> int:
         models[name] = load_model(path, head)
     step_counts = [int(k) for k in str(args.steps).split(",")]
     smoothings = [float(s) for s in str(args.smoothing).split(",")]
+    blink_modes = str(args.blinks).split(",")
     settings = SamplingSettings(steps=step_counts[0], sampler=args.sampler, guidance=args.guidance,
-                                smoothing=smoothings[0])
-    if len(step_counts) > 1 or len(smoothings) > 1:  # one row per model, step count and smoothing
-        models = {name + (f" @{k}" if len(step_counts) > 1 else "") + (f" s{s:g}" if len(smoothings) > 1 else ""):
-                  (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance, smoothing=s))
-                  for name, model in models.items() for k in step_counts for s in smoothings}
+                                smoothing=smoothings[0], blinks=blink_modes[0])
+    rows = {}   # one per model and setting given as a list
+    for name, model in models.items():
+        for k, smoothing, blinks in itertools.product(step_counts, smoothings, blink_modes):
+            label = (name + (f" @{k}" if len(step_counts) > 1 else "")
+                     + (f" s{smoothing:g}" if len(smoothings) > 1 else "") + (f" {blinks}" if len(blink_modes) > 1 else ""))
+            rows[label] = (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance,
+                                                   smoothing=smoothing, blinks=blinks))
+    for model, row_settings in rows.values():
+        row_settings.check(model.emotions, model.denoiser.config.max_frames)   # a bad setting: one sentence
+    models = rows
     if args.audio:
         from training.real_speech import default_cache_dir
         from training.thunder.evaluate import format_real_speech_table
@@ -120,6 +128,8 @@ def register_eval(subcommands) -> None:
     p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")
     p.add_argument("--smoothing", default="0.7", help="frames of the flicker filter (backend/flicker_filter.py; "
                    "0: the raw samples); a list (0,0.7) gives one row per amount")
+    p.add_argument("--blinks", default="natural", help="natural (as `thunder generate`) or model (the model's "
+                   "blinks only, backend/blinks.py); natural,model gives one row per mode")
     p.add_argument("--sampler", default="dpmpp_2m")
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")

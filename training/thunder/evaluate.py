@@ -33,7 +33,7 @@ import torch
 
 from backend.audio import frames_for_samples
 from backend.motion import pack_motion, unpack_motion
-from backend.flicker_filter import filter_takes
+from backend.finishing import finish_takes
 from backend.take_sampling import SamplingSettings, sample_takes
 from training import metrics
 from training.m2s.units import PhoneUnits
@@ -41,12 +41,12 @@ from training.thunder.data import clip_motion
 
 
 def clip_takes(model, head, audio: np.ndarray, seeds, settings: SamplingSettings | None = None) -> np.ndarray:
-    """Takes (K, T, D) in the head's parameters for 16 kHz mono audio, through the flicker filter as
-    `thunder generate` makes them (settings.smoothing 0: the raw samples)."""
+    """Takes (K, T, D) in the head's parameters for 16 kHz mono audio, finished as `thunder generate` makes
+    them (backend/finishing.py; settings.smoothing 0 and blinks "model": the raw samples)."""
     settings = settings or SamplingSettings(**model.config.get("sampling", {}))
     features = model.encode(audio)
     motion = sample_takes(model, features, list(seeds), settings).numpy()
-    return filter_takes(motion, head, settings.smoothing)
+    return finish_takes(motion, head, settings, list(seeds), audio)
 
 
 def motion_vertices(head, motion: np.ndarray, neck: bool = True) -> torch.Tensor:
