@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from backend.audio import MOTION_FPS
+from backend.lip_gap import lip_centres, lip_gap
 from backend.motion import pack_motion, unpack_motion
 from thunder_blender.strengths import smooth_keeping_closures
 
@@ -29,16 +30,11 @@ RAW_PREFIXES = ("eyeBlink",)   # left as sampled
 
 @torch.no_grad()
 def lip_gaps(head, motion: np.ndarray) -> np.ndarray:
-    """(K, T, D) packed takes -> (K, T) distance between the head's inner-lip centres, in the head's frame
-    (no neck rotation: it moves both lips alike)."""
-    landmarks = head.landmarks
-    lips = head.subset([landmarks["upper_lip_center"], landmarks["lower_lip_center"]])
-    gaps = []
-    for take in np.asarray(motion, dtype=np.float32):
-        parts = unpack_motion(torch.from_numpy(take), head.n_expression)
-        v = lips(expression=parts["expression"], jaw=parts["jaw"], eyes=parts["eyes"])
-        gaps.append(torch.linalg.norm(v[:, 0] - v[:, 1], dim=-1).double().numpy())
-    return np.stack(gaps) if gaps else np.zeros((0, np.asarray(motion).shape[1]))
+    """(K, T, D) packed takes -> (K, T) distance between the head's inner-lip centres (backend/lip_gap.py)."""
+    motion = np.asarray(motion, dtype=np.float32)
+    if len(motion) == 0:
+        return np.zeros((0, motion.shape[1] if motion.ndim > 1 else 0))
+    return lip_gap(lip_centres(head), torch.from_numpy(motion), head.n_expression).double().numpy()
 
 
 def filter_takes(motion: np.ndarray, head, sigma: float) -> np.ndarray:

@@ -3,6 +3,8 @@ must close (/p b m/) and where the jaw must drop (open vowels), captioned with t
 
     python docs/make_blender_figures.py [--out docs/blender_take_frames.png] [--columns 5] [--crop mouth|face]
     python docs/make_blender_figures.py --head flame2023-open-layout --out docs/retarget_take_frames.png
+    python docs/make_blender_figures.py --audio ../shared/real-speech/198-209-0000.ogg \
+        --out docs/real_speech_take_frames.png        # a real recording; its transcript beside it (.txt)
 
 --head renders the same takes at the same frames on one of the retarget's FLAME-layout test heads
 (training/retarget_heads.py), retargeted as a user's FLAME file is (backend.head.load_head_for_takes).
@@ -76,7 +78,10 @@ def main(argv=None) -> int:
     parser.add_argument("--crop", choices=sorted(CROPS), default="mouth")
     parser.add_argument("--resolution", type=int, default=1024, help="the render's size before cropping")
     parser.add_argument("--head", choices=sorted(TEST_HEADS), help="a FLAME-layout test head instead of the built-in")
+    parser.add_argument("--audio", type=Path, default=EXAMPLE,
+                        help="the speech (default the example clip); its transcript is the .txt beside it")
     args = parser.parse_args(argv)
+    audio = args.audio
 
     import torch
 
@@ -85,8 +90,8 @@ def main(argv=None) -> int:
     head_spec = write_test_head(args.head, Path(head_folder.name))[0] if args.head else "builtin"
     generator = Generator(head=head_spec, device="cpu")
     head = generator.head
-    takes = generator.generate(EXAMPLE, seeds=list(SEEDS), fps=FPS)
-    words, phones = align(load_audio(EXAMPLE), EXAMPLE.with_suffix(".txt").read_text())
+    takes = generator.generate(audio, seeds=list(SEEDS), fps=FPS)
+    words, phones = align(load_audio(audio), audio.with_suffix(".txt").read_text())
     distance_mm = lip_distance(take_vertices(takes[0], head), head.landmarks) * 1000.0
 
     rows = [("closed", pick_segments(phones, words, BILABIALS, args.columns, avoid_pauses=True)),
@@ -102,9 +107,9 @@ def main(argv=None) -> int:
                   f"{distance_mm[index]:5.1f} mm (segment {seg.start:.2f}-{seg.end:.2f} s)")
 
     with tempfile.TemporaryDirectory(prefix="thunder-figure-") as tmp:
-        paths = [save_take(Path(tmp) / take_file_name(EXAMPLE.stem, k + 1, seed), take)
+        paths = [save_take(Path(tmp) / take_file_name(audio.stem, k + 1, seed), take)
                  for k, (seed, take) in enumerate(zip(SEEDS, takes))]
-        scene = build_take_scene(head, EXAMPLE, paths, FPS, name=f"{EXAMPLE.stem} head",
+        scene = build_take_scene(head, audio, paths, FPS, name=f"{audio.stem} head",
                                  resolution=args.resolution)
         mouth = head.data.v_template[[head.landmarks["upper_lip_center"], head.landmarks["lower_lip_center"]]]
         row, column = scene.image_position(mouth.mean(axis=0))

@@ -25,6 +25,7 @@ from backend.checkpoint import CheckpointError
 from backend.cli import main as thunder
 from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.head import load_head
+from backend.motion import pack_motion
 from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, window_starts
 from backend.thunder_model import ThunderModel, load_model
 from training.corpus.format import open_corpus
@@ -115,6 +116,28 @@ def test_acceleration_term_is_logged_and_weighted_into_the_loss(tiny_corpus, tin
         assert math.isfinite(r["acceleration"]) and r["acceleration"] > 0
         total = r["x0"] + cfg.velocity_weight * r["velocity"] + 2.5 * r["acceleration"]
         assert abs(r["loss"] - total) < 1e-4 * max(1.0, total), r
+
+
+def test_lip_gap_term_is_logged_weighted_and_measures_the_lip_gap_in_mm(tiny_corpus, tiny_m2s, head, tmp_path):
+    from backend.lip_gap import lip_centres, lip_gap
+    from training.metrics import lip_distance
+
+    cfg = tiny_config("no-m2s", tiny_corpus, tmp_path / "gap", tiny_m2s, steps=4, eval_every=4, log_every=1,
+                      lip_gap_weight=0.05)
+    log = json.loads((train(cfg, progress=False) / "log.json").read_text())
+    for r in log:
+        assert math.isfinite(r["lip_gap"]) and r["lip_gap"] > 0
+        total = r["x0"] + cfg.velocity_weight * r["velocity"] + 0.05 * r["lip_gap"]
+        assert abs(r["loss"] - total) < 1e-4 * max(1.0, total), r
+    # the loss's gap is the metrics' lip distance, batched and differentiable
+    corpus = open_corpus(tiny_corpus, full_check=False)
+    clip = corpus.clip(corpus.split("test")[0].id)
+    motion = torch.from_numpy(pack_motion(**clip.motion())).float().requires_grad_(True)
+    gap = lip_gap(lip_centres(head), torch.stack([motion, motion]), head.n_expression)
+    vertices = head(**{k: torch.from_numpy(v).float() for k, v in clip.motion().items() if k != "neck"})
+    np.testing.assert_allclose(gap[1].detach().numpy(), lip_distance(vertices, head.landmarks), atol=1e-6)
+    gap.sum().backward()
+    assert motion.grad.abs().sum() > 0
 
 
 def test_thunder_f_run_saves_a_model_that_loads_and_samples(thunder_f, tiny_corpus, head):

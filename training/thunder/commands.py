@@ -87,10 +87,11 @@ def cmd_eval(args) -> int:
                 bar.update(done)
 
         result = evaluate_corpus(models, args.corpus, head, args.split, args.takes, args.seed, settings, m2s,
-                                 baseline=not args.no_baseline, max_clips=args.max_clips, progress=progress)
+                                 baseline=not args.no_baseline, max_clips=args.max_clips, progress=progress,
+                                 clean_only=args.clean_only)
         if bar:
             bar.close()
-        title = (f"{result['clips']} {args.split} clips ({result['audio_seconds']} s) of {args.corpus}, "
+        title = (f"{result['clips']}{' clean' if args.clean_only else ''} {args.split} clips ({result['audio_seconds']} s) of {args.corpus}, "
                  f"{args.takes} takes each, {args.steps} {args.sampler} steps")
         table = format_table(result)
     print(title)
@@ -135,6 +136,8 @@ def register_eval(subcommands) -> None:
     p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")
     p.add_argument("--head", default="builtin")
     p.add_argument("--max-clips", type=int, default=0)
+    p.add_argument("--clean-only", action="store_true", help="--corpus: only the clips left as synthesized (no "
+                   "room, noise or codec): the clean synthetic test voices")
     p.add_argument("--no-baseline", action="store_true")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--quiet", action="store_true")

@@ -134,15 +134,18 @@ def score_takes(scores: Scores, head, sets, takes_vertices: list, phones, refere
 
 def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: int = 4, seed: int = 0,
                     settings: SamplingSettings | None = None, m2s=None, baseline: bool = True,
-                    reference: bool = True, max_clips: int = 0, progress=None) -> dict:
+                    reference: bool = True, max_clips: int = 0, progress=None, clean_only: bool = False) -> dict:
     """Score every model in `models` ({row name: ThunderModel, or (ThunderModel, SamplingSettings)}) on a
-    corpus split, plus the reference motion and the baseline. Returns {"rows": {name: figures}, ...}."""
+    corpus split, plus the reference motion and the baseline; `clean_only`: only the clips whose speech was
+    left as synthesized (no room, noise or codec; the corpus's clean share). Returns {"rows": {name:
+    figures}, ...}."""
     models = {name: m if isinstance(m, tuple) else (m, settings) for name, m in models.items()}
     from training.baseline import baseline_motion
     from training.corpus.format import open_corpus
 
     corpus = open_corpus(corpus_dir, full_check=False)
-    metas = corpus.split(split)[: max_clips or None]
+    metas = [m for m in corpus.split(split) if not clean_only or m.extra.get("acoustics", {}).get("clean", True)]
+    metas = metas[: max_clips or None]
     sets = metrics.metric_vertex_sets(head)
     rows = {name: Scores() for name in models}
     if reference:

@@ -7,6 +7,7 @@ Read it top to bottom: config, data, model, loss, loop, checkpoint.
 Loss (per item, averaged over the batch):
     x0 MSE + velocity_weight * velocity MSE                        (normalized motion)
   + acceleration_weight * second-difference MSE                   (off by default)
+  + lip_gap_weight * inner-lip gap MSE, in mm                     (off by default)
   + w_m2s * [unit CE + mel L1]  for items with t < m2s_max_t * T   (analysis by audio synthesis)
 The M2S term: the predicted clean motion goes through the head to mouth vertices (only those are computed),
 through M2S (frozen by default) to speech-unit logits and log-mel, which are compared with the input audio's
@@ -31,6 +32,7 @@ from backend.checkpoint import load_weights, read_checkpoint
 from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.errors import ThunderError
 from backend.head import load_head
+from backend.lip_gap import lip_centres, lip_gap
 from backend.models import SHIPPED_M2S
 from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
@@ -68,6 +70,8 @@ class ThunderTrainConfig:
     velocity_weight: float = 1.0
     acceleration_weight: float = 0.0   # second differences: a one-frame spike costs 3x what it does in velocity
     acceleration_max_t: float = 1.0    # apply it to timesteps t < acceleration_max_t * diffusion_steps
+    lip_gap_weight: float = 0.0        # the lip gap (backend/lip_gap.py) in mm: a channel-blind MSE lets a short
+                                       # vowel between two closures stay shut for a small cost
     # Optimisation.
     steps: int = 3000
     batch_size: int = 16
@@ -115,6 +119,7 @@ OPTION_HELP = {
     "velocity_weight": "weight of the frame-to-frame velocity loss (default 1)",
     "acceleration_weight": "weight of the second-difference loss, against single-frame spikes (default 0)",
     "acceleration_max_t": "apply the second-difference loss below this fraction of the timesteps (default 1)",
+    "lip_gap_weight": "weight of the inner-lip gap loss in mm^2 (default 0)",
     "init": "start from this THUNDER checkpoint's weights",
     "encoder_init": "the pretrained offline audio encoder (thunder encoder train)",
     "encoder": "mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / HuBERT hub id "
@@ -149,9 +154,11 @@ def lr_at(step: int, cfg: ThunderTrainConfig) -> float:
 class ThunderLoss(nn.Module):
     """The training objective as a module, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: ThunderModel, m2s, cfg: ThunderTrainConfig):
+    def __init__(self, model: ThunderModel, m2s, cfg: ThunderTrainConfig, head=None):
         super().__init__()
         self.model, self.m2s, self.cfg = model, m2s, cfg
+        self.lips = (lip_centres(head).to(model.alphas_cumprod.device)
+                     if head is not None and cfg.lip_gap_weight > 0 else None)
 
     def forward(self, batch: dict, t: torch.Tensor, noise: torch.Tensor, drops: dict):
         cfg, model = self.cfg, self.model
@@ -183,7 +190,15 @@ class ThunderLoss(nn.Module):
             acceleration_loss = acceleration / bending.sum(1).clamp_min(1) * low_noise
             loss = loss + cfg.acceleration_weight * acceleration_loss
             parts["acceleration"] = acceleration_loss.mean()
-        # 3. Analysis by audio synthesis: motion -> mouth vertices -> M2S -> units and mel vs. the audio's.
+        # 3. The inner-lip gap, in mm: the figure closures and open vowels are judged by.
+        if self.lips is not None:
+            def gap_mm(x):
+                return 1000.0 * lip_gap(self.lips, model.stats.denormalize(x), model.n_expression)
+
+            lip_loss = ((gap_mm(x0_hat) - gap_mm(x0)).square() * valid).sum(1) / valid.sum(1)
+            loss = loss + cfg.lip_gap_weight * lip_loss
+            parts["lip_gap"] = lip_loss.mean()
+        # 4. Analysis by audio synthesis: motion -> mouth vertices -> M2S -> units and mel vs. the audio's.
         if self.m2s is not None and cfg.w_m2s > 0:
             chosen = (t < cfg.m2s_max_t * cfg.diffusion_steps).nonzero()[:, 0]
             m2s_loss = torch.zeros_like(loss)
@@ -283,7 +298,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
     if m2s is not None and cfg.m2s_trainable:
         groups.append({"params": list(m2s.parameters()), "scale": cfg.encoder_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    objective = ThunderLoss(model, m2s, cfg)
+    objective = ThunderLoss(model, m2s, cfg, head)
     step, log = 0, []
     if resume and (out / "train_state.pt").exists():
         step, log, rng = load_training_state(out, objective, optimizer)
