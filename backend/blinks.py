@@ -7,7 +7,8 @@ staring head. People blink about 10-25 times a minute while they talk, more at p
 rates from BLINK_RATE_PER_MINUTE). So after sampling each take gets a rate of its own, drawn from its seed in
 that range, and:
 
-- every blink the model made is kept where it made it;
+- every blink the model made is kept where it made it, and made as wide as a person's: the model's are often
+  a single frame (40 ms) shut, which reads as a flicker of the lids, not a blink;
 - while the take has fewer blinks than its rate asks for, one is added in the middle of the longest stretch
   without one, at its quietest frame (the audio's RMS, with a little jitter so that takes differ): people
   blink at pauses;
@@ -140,20 +141,6 @@ def natural_blinks(expression: np.ndarray, expression_names, energy: np.ndarray,
         return [s for s in spans if free[s[0] + int(np.argmax(signal[s[0]:s[1]]))]]
 
     spans = counted(blink_spans(signal))
-    for _ in range(4 * wanted + 8):   # each try adds a blink or narrows the stretches; bounded all the same
-        if len(spans) >= wanted:
-            break
-        stretch = _longest_free_stretch(free, blink_spans(signal), margin)
-        if stretch is None:
-            break
-        lo, hi = stretch
-        middle = slice(lo + (hi - lo) // 4, hi - (hi - lo) // 4)
-        frames = np.arange(n)[middle]
-        peak = frames[np.argmin(loud[middle] + 0.3 * rng.random(frames.size))]
-        blink = random_blink(rng, t, peak / fps) * free
-        expression[:, columns] = np.maximum(expression[:, columns], blink[:, None])
-        signal = blink_signal(expression, names)
-        spans = counted(blink_spans(signal))
     for _ in range(len(spans)):
         if len(spans) <= most:
             break
@@ -166,6 +153,26 @@ def natural_blinks(expression: np.ndarray, expression_names, energy: np.ndarray,
             a, b = (min(a, b), min(a, b)) if max(a, b) > BLINK_OFF else (a, b)
             line = np.linspace(a, b, end - start)
             expression[start:end, c] = np.where(free[start:end], line, expression[start:end, c])
+        signal = blink_signal(expression, names)
+        spans = counted(blink_spans(signal))
+    for start, end in spans:   # the model's blinks, where it made them, a human blink wide (it makes 40 ms ones)
+        peak = start + int(np.argmax(signal[start:end]))
+        blink = random_blink(rng, t, peak / fps) * free
+        expression[:, columns] = np.maximum(expression[:, columns], blink[:, None])
+    signal = blink_signal(expression, names)
+    spans = counted(blink_spans(signal))
+    for _ in range(4 * wanted + 8):   # each try adds a blink or narrows the stretches; bounded all the same
+        if len(spans) >= wanted:
+            break
+        stretch = _longest_free_stretch(free, blink_spans(signal), margin)
+        if stretch is None:
+            break
+        lo, hi = stretch
+        middle = slice(lo + (hi - lo) // 4, hi - (hi - lo) // 4)
+        frames = np.arange(n)[middle]
+        peak = frames[np.argmin(loud[middle] + 0.3 * rng.random(frames.size))]
+        blink = random_blink(rng, t, peak / fps) * free
+        expression[:, columns] = np.maximum(expression[:, columns], blink[:, None])
         signal = blink_signal(expression, names)
         spans = counted(blink_spans(signal))
     return expression
