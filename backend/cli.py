@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance", type=float, help="classifier-free guidance on audio (1: none)")
     generate.add_argument("--steps", type=int, help="sampler steps (default: the model's, 10)")
     generate.add_argument("--smoothing", type=float,
-                          help="frames of the flicker filter, which keeps every lip closure (default 0.7; 0: the "
+                          help="frames of the flicker filter, which keeps every lip closure (default 1.5; 0: the "
                                "raw samples)")
     generate.add_argument("--blinks", choices=("natural", "model"),
                           help="natural (default): the model's blinks, topped up to a human rate drawn per take "

@@ -12,7 +12,7 @@ blinks left as sampled (a blink is short on purpose, not flicker). The lip gap c
 
     motion = filter_takes(motion, head, sigma)    # (K, T, D) packed takes at 25 fps; sigma 0: unchanged
 
-`thunder eval --audio ... --smoothing 0,0.7` prints its effect on real speech.
+`thunder eval --audio ... --smoothing 0,1.5` prints its effect on real speech.
 """
 
 from __future__ import annotations

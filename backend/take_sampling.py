@@ -49,7 +49,7 @@ class SamplingSettings:
     intensity: float = 0.0
     window: int = 100                # frames per window (4 s)
     context: int = 10                # frames each window continues from the previous one
-    smoothing: float = 0.7           # frames (at 25 fps) of backend.flicker_filter, which the callers that
+    smoothing: float = 1.5           # frames (at 25 fps) of backend.flicker_filter, which the callers that
                                      # know the head apply to the sampled takes; 0: the raw samples
     blinks: str = "natural"          # natural: blinks topped up to a human rate per take (backend/blinks.py);
                                      # model: the model's blinks as sampled

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.flicker_filter import filter_takes, lip_gaps
+from backend.take_sampling import SamplingSettings
 from backend.motion import pack_motion, part_slices, unpack_motion
 from thunder_blender.strengths import closure_weights, smooth_keeping_closures
 
@@ -80,10 +81,11 @@ def test_generate_applies_it_and_records_it(tiny_model, tmp_path):
     generator = Generator(tiny_model, device="cpu")
     raw = generator.generate(speech_file, takes=1, seed=3, settings={"smoothing": 0.0})[0]
     smooth = generator.generate(speech_file, takes=1, seed=3)[0]
-    assert raw.settings["smoothing"] == 0.0 and smooth.settings["smoothing"] == pytest.approx(0.7)
+    default = SamplingSettings().smoothing
+    assert raw.settings["smoothing"] == 0.0 and smooth.settings["smoothing"] == pytest.approx(default)
     n_expression = raw.expression.shape[1]
     packed = pack_motion(raw.expression, raw.jaw, raw.neck, raw.eyes)
-    expected = filter_takes(packed[None], generator.takes_head, 0.7)[0]
+    expected = filter_takes(packed[None], generator.takes_head, default)[0]
     got = pack_motion(smooth.expression, smooth.jaw, smooth.neck, smooth.eyes)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert set(unpack_motion(got, n_expression)) == {"expression", "jaw", "neck", "eyes"}

@@ -40,7 +40,7 @@ def cmd_eval(args) -> int:
         name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec).name, "", spec)
         models[name] = load_model(path, head)
     step_counts = [int(k) for k in str(args.steps).split(",")]
-    smoothings = [float(s) for s in str(args.smoothing).split(",")]
+    smoothings = [float(s) for s in str(args.smoothing or SamplingSettings.smoothing).split(",")]
     blink_modes = str(args.blinks).split(",")
     settings = SamplingSettings(steps=step_counts[0], sampler=args.sampler, guidance=args.guidance,
                                 smoothing=smoothings[0], blinks=blink_modes[0])
@@ -127,8 +127,9 @@ def register_eval(subcommands) -> None:
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")
-    p.add_argument("--smoothing", default="0.7", help="frames of the flicker filter (backend/flicker_filter.py; "
-                   "0: the raw samples); a list (0,0.7) gives one row per amount")
+    p.add_argument("--smoothing", help="frames of the flicker filter "
+                   "(backend/flicker_filter.py; default the generate default; 0: the raw samples); a list (0,1.5) "
+                   "gives one row per amount")
     p.add_argument("--blinks", default="natural", help="natural (as `thunder generate`) or model (the model's "
                    "blinks only, backend/blinks.py); natural,model gives one row per mode")
     p.add_argument("--sampler", default="dpmpp_2m")
