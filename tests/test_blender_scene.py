@@ -111,9 +111,14 @@ def probe_video(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     """`thunder generate` with every scene output, on 1.5 s of speech at 24 fps from its second 0.3: the strip's
-    content must start before frame 1, with audio second 0.3 at frame 1."""
+    content must start before frame 1, with audio second 0.3 at frame 1. The speech is 1.5 s of the example
+    clip (a voice, so that the shipped model moves the lips: on tone bursts it barely opens them)."""
+    import soundfile
+
     folder = tmp_path_factory.mktemp("scene")
-    audio = write_speech(folder / "speech.wav", 1.5)
+    samples, rate = soundfile.read(ROOT / "backend" / "examples" / "thunder_example.wav", dtype="float32")
+    audio = folder / "speech.wav"
+    soundfile.write(audio, samples[int(0.4 * rate):int(1.9 * rate)], rate)
     out = folder / "out"
     result = thunder("generate", audio, "--out", out, "--takes", "2", "--seed", "5", "--fps", "24", "--start", "0.3",
                      "--threads", "1", "--quiet", "--blend", "--fbx", "--abc", "--usd", "--preview",
@@ -186,11 +191,15 @@ from backend.blender.scene import build_take_scene
 audio, take1, take2, out = sys.argv[1:5]
 scene = build_take_scene("builtin", audio, [take1, take2], 24.0, resolution=64)
 objects = sorted(o.name for o in bpy.data.objects)
-# The take's most closed and most open jaw (take 1 plays): frames where the mouth must look different, whatever
+# The take's most closed and most open lips (take 1 plays): frames where the mouth must look different, whatever
 # the model makes of the first and last frames (silence, where any model may hold the same pose).
-from backend.take_file import load_take
+from backend.head import load_head
+from backend.take_file import load_take, take_vertices
 take = load_take(take1)
-picked = [int(np.argmin(take.jaw[:, 0])), int(np.argmax(take.jaw[:, 0]))]
+head = load_head("builtin")
+lips = take_vertices(take, head)[:, [head.landmarks["upper_lip_center"], head.landmarks["lower_lip_center"]]]
+gap = np.linalg.norm(lips[:, 0] - lips[:, 1], axis=-1)
+picked = [int(np.argmin(gap)), int(np.argmax(gap))]
 frames = [min(scene.frame_end, 1 + round(k * 24.0 / take.fps)) for k in picked]
 scene.render_frames(frames, out, columns=2, captions=["shut", "open"], crop=(0.25, 1.0, 0.0, 1.0),
                     caption_band=True)

@@ -108,27 +108,23 @@ def test_tiny_no_m2s_run_loss_drops(tiny_corpus, tiny_m2s, tmp_path):
     assert last < 0.7 * first, (first, last)
 
 
-def test_acceleration_term_is_logged_and_weighted_into_the_loss(tiny_corpus, tiny_m2s, tmp_path):
-    cfg = tiny_config("no-m2s", tiny_corpus, tmp_path / "acc", tiny_m2s, steps=4, eval_every=4, log_every=1,
-                      acceleration_weight=2.5)
+@pytest.mark.parametrize("option, part, weight", [("acceleration_weight", "acceleration", 2.5),
+                                                  ("lip_gap_weight", "lip_gap", 0.05)])
+def test_extra_loss_terms_are_logged_and_weighted_into_the_loss(tiny_corpus, tiny_m2s, tmp_path, option, part,
+                                                                 weight):
+    cfg = tiny_config("no-m2s", tiny_corpus, tmp_path / part, tiny_m2s, steps=4, eval_every=4, log_every=1,
+                      **{option: weight})
     log = json.loads((train(cfg, progress=False) / "log.json").read_text())
     for r in log:
-        assert math.isfinite(r["acceleration"]) and r["acceleration"] > 0
-        total = r["x0"] + cfg.velocity_weight * r["velocity"] + 2.5 * r["acceleration"]
+        assert math.isfinite(r[part]) and r[part] > 0
+        total = r["x0"] + cfg.velocity_weight * r["velocity"] + weight * r[part]
         assert abs(r["loss"] - total) < 1e-4 * max(1.0, total), r
 
 
-def test_lip_gap_term_is_logged_weighted_and_measures_the_lip_gap_in_mm(tiny_corpus, tiny_m2s, head, tmp_path):
+def test_the_lip_gap_loss_measures_the_metrics_lip_distance_with_a_gradient(tiny_corpus, head):
     from backend.lip_gap import lip_centres, lip_gap
     from training.metrics import lip_distance
 
-    cfg = tiny_config("no-m2s", tiny_corpus, tmp_path / "gap", tiny_m2s, steps=4, eval_every=4, log_every=1,
-                      lip_gap_weight=0.05)
-    log = json.loads((train(cfg, progress=False) / "log.json").read_text())
-    for r in log:
-        assert math.isfinite(r["lip_gap"]) and r["lip_gap"] > 0
-        total = r["x0"] + cfg.velocity_weight * r["velocity"] + 0.05 * r["lip_gap"]
-        assert abs(r["loss"] - total) < 1e-4 * max(1.0, total), r
     # the loss's gap is the metrics' lip distance, batched and differentiable
     corpus = open_corpus(tiny_corpus, full_check=False)
     clip = corpus.clip(corpus.split("test")[0].id)
