@@ -106,11 +106,16 @@ def audio_envelope(audio, n_frames: int, sample_rate: int = SAMPLE_RATE, fps: fl
     (zeros beyond the audio), smoothed with a Gaussian of `sigma_frames`."""
     from scipy.ndimage import gaussian_filter1d
 
-    x = np.asarray(audio, dtype=np.float64).ravel()
+    x = np.asarray(audio, dtype=np.float32).ravel()
     hop = sample_rate / fps
     half = int(round(hop / 2))
-    padded = np.pad(x, (half, half + int(np.ceil(n_frames * hop))))
     starts = np.round(np.arange(n_frames) * hop).astype(int)
-    windows = padded[starts[:, None] + np.arange(2 * half)]
-    rms = np.sqrt(np.mean(windows ** 2, axis=1))
+    # The audio once, with zeros for the half window before it and for any frames after its end.
+    padded = np.zeros(max(x.size + half, int(starts[-1]) if n_frames else 0) + 2 * half, dtype=np.float32)
+    padded[half:half + x.size] = x
+    offsets = np.arange(2 * half)
+    rms = np.empty(n_frames)
+    for lo in range(0, n_frames, 1024):   # frames a chunk at a time: 10 min of audio is never copied 640-fold
+        windows = padded[starts[lo:lo + 1024, None] + offsets].astype(np.float64)
+        rms[lo:lo + 1024] = np.sqrt(np.mean(windows ** 2, axis=1))
     return gaussian_filter1d(rms, sigma_frames, mode="nearest") if sigma_frames > 0 else rms
