@@ -86,9 +86,15 @@ def blink_shape(t: np.ndarray, peak: float, close: float, hold: float, open_: fl
     return np.where(t <= peak + hold, closing, opening) * ((t > peak - close) & (t < peak + hold + open_))
 
 
+def blink_timing(rng: np.random.Generator) -> tuple[float, float, float]:
+    """A person's blink, drawn: seconds closing (80-130 ms), shut (40-70 ms) and opening (130-220 ms). The
+    corpus's blinks (training/corpus/free_motion.py) and the added ones are drawn alike."""
+    return rng.uniform(0.08, 0.13), rng.uniform(0.04, 0.07), rng.uniform(0.13, 0.22)
+
+
 def random_blink(rng: np.random.Generator, t: np.ndarray, peak: float) -> np.ndarray:
-    """One full blink at `peak` seconds over times t, its timing drawn as the corpus draws it."""
-    close, hold, open_ = rng.uniform(0.08, 0.13), rng.uniform(0.04, 0.07), rng.uniform(0.13, 0.22)
+    """One full blink at `peak` seconds over times t (blink_timing)."""
+    close, hold, open_ = blink_timing(rng)
     return rng.uniform(0.95, 1.0) * blink_shape(t, peak, close, hold, open_)
 
 
@@ -137,16 +143,18 @@ def natural_blinks(expression: np.ndarray, expression_names, energy: np.ndarray,
     loud = (loud - loud.min()) / max(np.ptp(loud), 1e-12) if loud.size == n else np.zeros(n)
     margin = int(round(MIN_SEPARATION_S * fps))
 
-    def counted(spans):   # the blinks this take may change: those that peak on a free frame
-        return [s for s in spans if free[s[0] + int(np.argmax(signal[s[0]:s[1]]))]]
+    def blinks_on_free_frames(signal):   # the blinks this take may change: those that peak on a free frame
+        return [(a, b) for a, b in blink_spans(signal) if free[a + int(np.argmax(signal[a:b]))]]
 
-    spans = counted(blink_spans(signal))
-    for _ in range(len(spans)):
+    # 1. Too many: take out the most crowded (nearest another), the lids on a straight line across it.
+    spans = blinks_on_free_frames(signal)
+    for _ in range(len(spans)):   # each pass takes one out
         if len(spans) <= most:
             break
-        gaps = [min((spans[i][0] - spans[i - 1][1]) if i else n, (spans[i + 1][0] - spans[i][1])
-                    if i + 1 < len(spans) else n) for i in range(len(spans))]
-        start, end = spans[int(np.argmin(gaps))]
+        starts, ends = np.array([a for a, _ in spans]), np.array([b for _, b in spans])
+        gaps = starts[1:] - ends[:-1]
+        crowded = int(np.argmin(np.minimum(np.r_[n, gaps], np.r_[gaps, n])))
+        start, end = spans[crowded]
         last = min(end, n - 1)
         for c in columns:   # a lid shut at either end of the clip ends open, at the other end's level
             a, b = expression[start, c], expression[last, c]
@@ -154,15 +162,16 @@ def natural_blinks(expression: np.ndarray, expression_names, energy: np.ndarray,
             line = np.linspace(a, b, end - start)
             expression[start:end, c] = np.where(free[start:end], line, expression[start:end, c])
         signal = blink_signal(expression, names)
-        spans = counted(blink_spans(signal))
-    for start, end in spans:   # the model's blinks, where it made them, a human blink wide (it makes 40 ms ones)
+        spans = blinks_on_free_frames(signal)
+    # 2. The model's blinks, where it made them, a human blink wide (it makes 40 ms ones).
+    for start, end in spans:
         peak = start + int(np.argmax(signal[start:end]))
         blink = random_blink(rng, t, peak / fps) * free
         expression[:, columns] = np.maximum(expression[:, columns], blink[:, None])
     signal = blink_signal(expression, names)
-    spans = counted(blink_spans(signal))
+    # 3. Too few: one more in the middle of the longest stretch without a blink, at its quietest frame.
     for _ in range(4 * wanted + 8):   # each try adds a blink or narrows the stretches; bounded all the same
-        if len(spans) >= wanted:
+        if len(blinks_on_free_frames(signal)) >= wanted:
             break
         stretch = _longest_free_stretch(free, blink_spans(signal), margin)
         if stretch is None:
@@ -174,5 +183,4 @@ def natural_blinks(expression: np.ndarray, expression_names, energy: np.ndarray,
         blink = random_blink(rng, t, peak / fps) * free
         expression[:, columns] = np.maximum(expression[:, columns], blink[:, None])
         signal = blink_signal(expression, names)
-        spans = counted(blink_spans(signal))
     return expression

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.audio import audio_envelope
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
 from backend.motion import pack_motion
@@ -39,7 +40,7 @@ def lip_opening_figure(clip, openings: dict[str, np.ndarray], path: Path) -> Non
 
     n = len(next(iter(openings.values())))
     t = np.arange(n) / FPS
-    envelope = metrics.audio_envelope(clip.audio, n)
+    envelope = audio_envelope(clip.audio, n)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 5.6), sharex=True, height_ratios=[3, 1])
     for start, end in metrics.segments_of(clip.phones, metrics.BILABIALS):
         top.axvspan(start, end, color="tab:red", alpha=0.22, lw=0)

@@ -195,10 +195,10 @@ objects = sorted(o.name for o in bpy.data.objects)
 # the model makes of the first and last frames (silence, where any model may hold the same pose).
 from backend.head import load_head
 from backend.take_file import load_take, take_vertices
+from training.metrics import lip_distance
 take = load_take(take1)
 head = load_head("builtin")
-lips = take_vertices(take, head)[:, [head.landmarks["upper_lip_center"], head.landmarks["lower_lip_center"]]]
-gap = np.linalg.norm(lips[:, 0] - lips[:, 1], axis=-1)
+gap = lip_distance(take_vertices(take, head), head.landmarks)
 picked = [int(np.argmin(gap)), int(np.argmax(gap))]
 frames = [min(scene.frame_end, 1 + round(k * 24.0 / take.fps)) for k in picked]
 scene.render_frames(frames, out, columns=2, captions=["shut", "open"], crop=(0.25, 1.0, 0.0, 1.0),

@@ -11,7 +11,8 @@ import pytest
 from training.corpus.acoustics import CLEAN_FRACTION, SNR_DB, degrade, draw_acoustics, mix_at_snr
 from training.corpus.articulation import ExpressionMap
 from training.corpus.format import Segment
-from training.corpus.free_motion import BLINK_RATE_PER_MINUTE, count_blinks, free_motion
+from backend.blinks import BLINK_RATE_PER_MINUTE, count_blinks
+from training.corpus.free_motion import free_motion
 from training.corpus.text import make_sentences, read_sentences
 
 SR = 16000
@@ -134,7 +135,7 @@ def test_blinks_at_human_rates_and_upper_faces_that_differ():
 
 
 def test_blink_shape_is_human():
-    from training.corpus.free_motion import blink_shape
+    from backend.blinks import blink_shape
 
     t = np.arange(0, 1, 0.001)
     shape = blink_shape(t, 0.5, 0.1, 0.05, 0.18)

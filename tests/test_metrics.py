@@ -242,7 +242,7 @@ def test_mean_abs_second_difference_known_answers():
 
 
 def test_the_audio_envelope_is_the_rms_at_frame_times():
-    from training.metrics import audio_envelope
+    from backend.audio import audio_envelope
 
     t = np.arange(16000) / 16000
     tone = 0.5 * np.sin(2 * np.pi * 200 * t)  # 200 Hz: whole periods in 40 ms
@@ -272,7 +272,8 @@ def test_the_audio_envelope_of_ten_minutes_holds_one_copy_of_the_audio():
 
 
 def test_envelope_correlation_finds_a_construction_at_its_lag_and_nothing_in_noise():
-    from training.metrics import audio_envelope, envelope_correlation
+    from backend.audio import audio_envelope
+    from training.metrics import envelope_correlation
 
     rng = np.random.default_rng(3)
     n_frames = 250
@@ -288,7 +289,7 @@ def test_envelope_correlation_finds_a_construction_at_its_lag_and_nothing_in_noi
 
 
 def test_blinks_are_counted_with_hysteresis_from_the_blink_expressions(head):
-    from training.metrics import blink_signal, count_blinks
+    from backend.blinks import blink_signal, count_blinks
 
     signal = np.zeros(100)
     signal[10:14] = [0.4, 0.9, 1.0, 0.3]          # a blink

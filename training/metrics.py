@@ -50,12 +50,12 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
     spike rate = spikes per second of audio.
   - mean_abs_second_difference: mean over frames of |x[t+1] - 2 x[t] + x[t-1]| (of the opening: mm per
     frame squared).
-  - audio_envelope: the RMS amplitude (linear, not dB) of a 40 ms window centred on each frame's time,
+  - audio_envelope (backend/audio.py, which the blinks use too): the RMS amplitude (linear, not dB) of a 40 ms window centred on each frame's time,
     smoothed with a Gaussian of ENVELOPE_SIGMA_FRAMES (1 frame, 40 ms), so it follows syllables (the
     4-8 Hz beat the jaw follows) and not single pitch periods or plosive bursts.
     envelope_correlation: the Pearson r of the lip opening with it at the best lag within +-3 frames
     (120 ms either way: lips lead or lag the sound), as docs/method.md asks.
-  - blinks: the blink signal is the mean of the eyeBlinkLeft and eyeBlinkRight expression weights (1 =
+  - blinks (backend/blinks.py, which finishes every take with them): the blink signal is the mean of the eyeBlinkLeft and eyeBlinkRight expression weights (1 =
     lids shut on the built-in head). A blink starts when the signal rises above BLINK_ON (0.5) and ends when
     it falls below BLINK_OFF (0.25), so a wobble around 0.5 is one blink, not several. Blink rate =
     blinks per minute of audio.
@@ -67,8 +67,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.audio import ENVELOPE_SIGMA_FRAMES, audio_envelope  # noqa: F401 (one definition, shared)
-from backend.blinks import BLINK_EXPRESSIONS, BLINK_OFF, BLINK_ON, blink_signal, count_blinks  # noqa: F401
 from backend.errors import HeadFileError
 
 BILABIALS = ("P", "B", "M")

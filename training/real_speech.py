@@ -186,7 +186,7 @@ def read_real_clip(path: Path, folder: Path, transcript: str, cache_dir: Path | 
                    max_seconds: float | None = 600.0) -> RealClip:
     """One clip of a folder (load_real_speech): read, checked for speech and aligned (through the cache)."""
     from backend.audio_io import load_audio
-    from training.metrics import audio_envelope
+    from backend.audio import audio_envelope
 
     where = str(path.relative_to(folder))
     text = normalise_transcript(transcript, where)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backend.blinks import BLINK_RATE_PER_MINUTE, blink_shape, count_blinks  # noqa: F401 (one definition)
+from backend.blinks import BLINK_RATE_PER_MINUTE, blink_shape, blink_timing
 from training.corpus.articulation import ExpressionMap
 from training.corpus.format import EMOTIONS, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, Segment
 from training.corpus.text import VOWELS
@@ -147,7 +147,7 @@ def blink_track(rng: np.random.Generator, n: int, per_minute: float, fps: float 
                 now = max(now, nearest) if nearest > now - 0.1 else now
         repeats = 2 if rng.random() < 0.08 else 1
         for _ in range(repeats):
-            close, hold, open_ = rng.uniform(0.08, 0.13), rng.uniform(0.04, 0.07), rng.uniform(0.13, 0.22)
+            close, hold, open_ = blink_timing(rng)
             depth = rng.uniform(0.5, 0.8) if rng.random() < 0.1 else rng.uniform(0.95, 1.0)
             track = np.maximum(track, depth * blink_shape(t, now, close, hold, open_))
             count += int(now < n / fps)

@@ -9,8 +9,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import torch
 
+from backend.blinks import count_blinks
 from training.corpus.format import SPLITS, Corpus
-from training.corpus.free_motion import count_blinks
 from training.corpus.text import PHONES
 from training.metrics import bilabial_closures, lip_distance, metric_vertex_sets, take_spread
 

@@ -48,7 +48,8 @@ def cmd_eval(args) -> int:
     for name, model in models.items():
         for k, smoothing, blinks in itertools.product(step_counts, smoothings, blink_modes):
             label = (name + (f" @{k}" if len(step_counts) > 1 else "")
-                     + (f" s{smoothing:g}" if len(smoothings) > 1 else "") + (f" {blinks}" if len(blink_modes) > 1 else ""))
+                     + (f" s{smoothing:g}" if len(smoothings) > 1 else "")
+                     + (f" {blinks}" if len(blink_modes) > 1 else ""))
             rows[label] = (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance,
                                                    smoothing=smoothing, blinks=blinks))
     for model, row_settings in rows.values():
@@ -91,7 +92,8 @@ def cmd_eval(args) -> int:
                                  clean_only=args.clean_only)
         if bar:
             bar.close()
-        title = (f"{result['clips']}{' clean' if args.clean_only else ''} {args.split} clips ({result['audio_seconds']} s) of {args.corpus}, "
+        clean = " clean" if args.clean_only else ""
+        title = (f"{result['clips']}{clean} {args.split} clips ({result['audio_seconds']} s) of {args.corpus}, "
                  f"{args.takes} takes each, {args.steps} {args.sampler} steps")
         table = format_table(result)
     print(title)

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from backend.audio import frames_for_samples
+from backend.audio import audio_envelope, frames_for_samples
+from backend.blinks import blink_signal, count_blinks
 from backend.motion import pack_motion, unpack_motion
 from backend.finishing import finish_takes
 from backend.take_sampling import SamplingSettings, sample_takes
@@ -254,7 +255,7 @@ def real_speech_tally(head, sets, clip, takes_vertices: list, expressions=None,
         distance = metrics.lip_distance(v, head.landmarks)
         opening = distance * metrics.MM
         if envelope is None:
-            envelope = metrics.audio_envelope(clip.audio, len(opening))
+            envelope = audio_envelope(clip.audio, len(opening))
         closed = metrics.bilabial_closures(distance, clip.phones, margin_frames=metrics.REAL_SPEECH_CLOSURE_MARGIN)
         never = metrics.open_vowels_never_open(distance, clip.phones)
         tally.take_seconds += clip.seconds
@@ -275,9 +276,9 @@ def real_speech_tally(head, sets, clip, takes_vertices: list, expressions=None,
         tally.head_spread_sum = metrics.head_motion_spread(motion, head.n_expression) if motion is not None else 0.0
         tally.spread_clips = 1
     if expressions is not None:
-        signals = [metrics.blink_signal(e, head.expression_names) for e in expressions]
+        signals = [blink_signal(e, head.expression_names) for e in expressions]
         if all(s is not None for s in signals):
-            tally.blinks = [metrics.count_blinks(s) for s in signals]
+            tally.blinks = [count_blinks(s) for s in signals]
     return tally
 
 
