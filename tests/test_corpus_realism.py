@@ -160,6 +160,16 @@ def test_motion_is_identical_with_and_without_augmentation(tmp_path):
     assert clean.meta.extra["acoustics"] == {"clean": True}
     assert noisy.meta.extra["acoustics"]["clean"] is False
     assert not np.allclose(clean.audio, noisy.audio)
+    # M2S's mel target is the clean clips' (training/m2s/loss.py): its examples and batches know which they are
+    from training.m2s.data import crop_batch, make_examples
+    from training.m2s.units import PhoneUnits
+
+    assert clean.meta.clean_audio and not noisy.meta.clean_audio
+    examples = make_examples([clean, noisy], PhoneUnits())
+    assert [e.clean_audio for e in examples] == [True, False]
+    batch = crop_batch(examples, 16, 8, np.random.default_rng(0))
+    picks = np.random.default_rng(0).integers(0, 2, size=16)    # the batch's draw of examples
+    assert batch["clean_audio"].tolist() == [bool(p == 0) for p in picks] and 0 < (picks == 0).sum() < 16
 
 
 def test_sentences_file_is_read(tmp_path):

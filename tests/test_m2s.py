@@ -160,3 +160,10 @@ def test_the_m2s_loss_leaves_out_steps_past_each_clips_end():
     assert torch.allclose(batch_ce, torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()))
     assert torch.allclose(batch_l1, (ce.new_tensor(0) + (mel[0] - target_mel[0]).abs().sum()
                                      + (mel[1, :8] - target_mel[1, :8]).abs().sum()) / (20 * 3))
+
+    # mel_weight: a clip of weight 0 (degraded audio) adds nothing to the mel L1; units are kept
+    weight = torch.tensor([0.0, 1.0])
+    ce_w, l1_w = unit_and_mel_loss(logits, mel, targets, target_mel, per_clip=True, mel_weight=weight)
+    assert torch.allclose(ce_w, ce) and l1_w[0] == 0 and torch.allclose(l1_w[1], l1[1])
+    _, batch_l1_w = unit_and_mel_loss(logits, mel, targets, target_mel, mel_weight=weight)
+    assert torch.allclose(batch_l1_w, l1[1])

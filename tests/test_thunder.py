@@ -36,7 +36,7 @@ from training.m2s.train import train as train_m2s
 from training.m2s.units import PhoneUnits
 from training.thunder.data import make_examples, slice_batch
 from training.thunder.evaluate import evaluate_real_speech
-from training.thunder.train import ThunderLoss, _slice_draws, draw_batch, named_config, train
+from training.thunder.train import ThunderLoss, _slice_draws, draw_batch, lip_closure_loss, named_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,16 +109,52 @@ def test_tiny_no_m2s_run_loss_drops(tiny_corpus, tiny_m2s, tmp_path):
 
 
 @pytest.mark.parametrize("option, part, weight", [("acceleration_weight", "acceleration", 2.5),
-                                                  ("lip_gap_weight", "lip_gap", 0.05)])
+                                                  ("lip_gap_weight", "lip_gap", 0.05),
+                                                  ("lip_closure_weight", "lip_closure", 0.05)])
 def test_extra_loss_terms_are_logged_and_weighted_into_the_loss(tiny_corpus, tiny_m2s, tmp_path, option, part,
                                                                  weight):
     cfg = tiny_config("no-m2s", tiny_corpus, tmp_path / part, tiny_m2s, steps=4, eval_every=4, log_every=1,
                       **{option: weight})
     log = json.loads((train(cfg, progress=False) / "log.json").read_text())
+    # a batch may hold no shut lips for the closure term; most hold some
+    assert sum(r[part] > 0 for r in log) >= len(log) // 2, log
     for r in log:
-        assert math.isfinite(r[part]) and r[part] > 0
+        assert math.isfinite(r[part]) and r[part] >= 0
         total = r["x0"] + cfg.velocity_weight * r["velocity"] + weight * r[part]
         assert abs(r["loss"] - total) < 1e-4 * max(1.0, total), r
+
+
+def test_the_closure_loss_counts_only_lips_opened_past_a_shut_reference():
+    gap = torch.tensor([[0.2, 0.5, 6.0, 0.8, 0.0]])          # mm: shut, shut, open, shut, padding
+    valid = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    assert lip_closure_loss(gap, gap, valid, 1.0).item() == 0.0
+    tighter = torch.tensor([[0.0, 0.1, 2.0, 0.3, 9.0]])      # shut tighter, the open vowel less open, padding
+    assert lip_closure_loss(tighter, gap, valid, 1.0).item() == 0.0
+    opened = torch.tensor([[2.2, 0.5, 12.0, 1.8, 9.0]])      # 2 mm and 1 mm open past the reference
+    assert torch.allclose(lip_closure_loss(opened, gap, valid, 1.0), torch.tensor([(4.0 + 0.0 + 1.0) / 3]))
+    assert lip_closure_loss(opened, gap + 5.0, valid, 1.0).item() == 0.0   # no shut frame: nothing to judge
+
+
+def test_the_m2s_mel_term_skips_clips_with_degraded_audio(thunder_f, thunder_f_cfg, tiny_m2s, training_inputs,
+                                                           head):
+    """With degraded_mel_weight 0 the M2S mel term is judged on clean clips only: a degraded clip's target mel
+    changes nothing, a clean clip's does."""
+    batch, t, noise, drops = training_inputs
+    t = torch.zeros_like(t)                              # every item gets the M2S term
+    model, m2s = trainable_model(thunder_f, head), load_m2s(tiny_m2s, head)
+    objective = ThunderLoss(model, m2s, dataclasses.replace(thunder_f_cfg, w_m2s=1.0, degraded_mel_weight=0.0))
+    clean = torch.zeros(len(t), dtype=torch.bool)
+    clean[0] = True
+
+    def loss(mel):
+        return objective({**batch, "clean_audio": clean, "mel": mel}, t, noise, drops)[0].item()
+
+    base = loss(batch["mel"])
+    degraded_changed, clean_changed = batch["mel"].clone(), batch["mel"].clone()
+    degraded_changed[1:] += 3.0
+    clean_changed[0] += 3.0
+    assert abs(loss(degraded_changed) - base) < 1e-6
+    assert abs(loss(clean_changed) - base) > 0.1
 
 
 def test_the_lip_gap_loss_measures_the_metrics_lip_distance_with_a_gradient(tiny_corpus, head):

@@ -73,6 +73,12 @@ class ClipMeta:
     def seconds(self) -> float:
         return self.n_samples / self.sample_rate
 
+    @property
+    def clean_audio(self) -> bool:
+        """Whether the clip's audio is the clean speech (no room, noise, microphone or codec; older corpora
+        recorded no acoustics and are clean)."""
+        return bool((self.extra.get("acoustics") or {}).get("clean", True))
+
     def to_json(self) -> dict:
         def segs(s):
             return None if s is None else [[x.label, round(x.start, 4), round(x.end, 4)] for x in s]

@@ -39,9 +39,9 @@ def corpus_stats(corpus: Corpus, head=None, max_clips: int | None = None, seed: 
     stages = Counter()
     snrs, rt60s = [], []
     for m in corpus.metas:
-        a = m.extra.get("acoustics")
-        acoustics["clean" if a is None or a.get("clean", True) else "degraded"] += 1
-        if a and not a.get("clean", True):
+        acoustics["clean" if m.clean_audio else "degraded"] += 1
+        if not m.clean_audio:
+            a = m.extra["acoustics"]
             for stage in ("room", "noise", "microphone", "codec"):
                 if stage in a:
                     stages[f"{stage}:{a[stage]['kind']}"] += 1

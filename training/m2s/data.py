@@ -24,6 +24,7 @@ class M2SExample:
     motion: np.ndarray    # (T, E + 3) float32: expression, then jaw
     units: np.ndarray     # (2T,) int64
     mel: np.ndarray       # (4T, 80) float32
+    clean_audio: bool = True   # False: the mel is of degraded audio (training/m2s/loss.py, mel_weight)
 
     @property
     def n_frames(self) -> int:
@@ -43,7 +44,7 @@ def make_examples(clips, units) -> list[M2SExample]:
         n_frames = motion.shape[0]
         examples.append(M2SExample(clip_id=clip.id, speaker=clip.meta.speaker, motion=motion,
                                    units=units.labels(clip)[: n_frames * UNITS_PER_FRAME],
-                                   mel=clip_log_mel(clip.audio, n_frames)))
+                                   mel=clip_log_mel(clip.audio, n_frames), clean_audio=clip.meta.clean_audio))
     return examples
 
 
@@ -61,9 +62,10 @@ class Augment:
 def crop_batch(examples: list[M2SExample], batch_size: int, window: int, rng: np.random.Generator,
                augment: Augment | None = None) -> dict[str, torch.Tensor]:
     """A batch of random windows of `window` frames (shorter clips are padded and masked); with `augment`,
-    a speed change resamples motion and targets together. Returns motion, units, mel and lengths."""
+    a speed change resamples motion and targets together. Returns motion, units, mel, lengths and clean_audio."""
     motions, units, mels, lengths = [], [], [], []
-    for i in rng.integers(0, len(examples), size=batch_size):
+    picks = rng.integers(0, len(examples), size=batch_size)
+    for i in picks:
         ex = examples[i]
         rate = 1.0 if augment is None else rng.uniform(1 - augment.speed, 1 + augment.speed)
         span = min(ex.n_frames, int(window * rate))
@@ -84,6 +86,7 @@ def crop_batch(examples: list[M2SExample], batch_size: int, window: int, rng: np
         "units": torch.full((batch_size, window * UNITS_PER_FRAME), IGNORE, dtype=torch.long),
         "mel": torch.zeros(batch_size, window * MELS_PER_FRAME, examples[0].mel.shape[1]),
         "lengths": torch.tensor(lengths),
+        "clean_audio": torch.tensor([examples[i].clean_audio for i in picks]),
     }
     for b, (f, u, m, n) in enumerate(zip(motions, units, mels, lengths)):
         batch["motion"][b, :n] = torch.from_numpy(f)

@@ -26,7 +26,7 @@ from backend.m2s import M2S, M2S_KIND
 from training.m2s.data import Augment, augment_features, crop_batch, make_examples, split_motion
 from training.m2s.evaluate import evaluate_m2s
 from backend.m2s.inputs import MotionFeatures
-from training.m2s.loss import unit_and_mel_loss
+from training.m2s.loss import mel_weights, unit_and_mel_loss
 from backend.m2s.model import M2SConfig, MeshToSpeech
 from training.m2s.units import KMeansUnits, PhoneUnits, unit_config
 from training.plots import plot_training_log
@@ -47,6 +47,7 @@ class M2STrainConfig:
     warmup: int = 200
     label_smoothing: float = 0.1
     mel_weight: float = 1.0
+    degraded_mel_weight: float = 0.0  # the mel L1's weight on clips with degraded audio (training/m2s/loss.py)
     eval_every: int = 500
     log_every: int = 25
     seed: int = 0
@@ -68,7 +69,8 @@ def m2s_loss(m2s: M2S, batch, cfg: M2STrainConfig, rng: np.random.Generator) -> 
     with torch.no_grad():
         features = augment_features(m2s.features.from_motion(expression, jaw), rng, cfg.augment)
     units, mel = m2s.network(features, batch["lengths"])
-    unit_loss, mel_l1 = unit_and_mel_loss(units, mel, batch["units"], batch["mel"], cfg.label_smoothing)
+    unit_loss, mel_l1 = unit_and_mel_loss(units, mel, batch["units"], batch["mel"], cfg.label_smoothing,
+                                          mel_weight=mel_weights(batch["clean_audio"], cfg.degraded_mel_weight))
     return unit_loss + cfg.mel_weight * mel_l1, {"unit_ce": unit_loss.item(), "mel_l1": mel_l1.item()}
 
 

@@ -31,6 +31,7 @@ class ThunderExample:
     emotion: int
     intensity: float
     style: np.ndarray            # (2D,)
+    clean_audio: bool = True     # False: the mel is of degraded audio (training/m2s/loss.py, mel_weight)
 
     @property
     def n_frames(self) -> int:
@@ -63,14 +64,14 @@ def make_examples(clips, stats: MotionStats, units, emotions, encoder=None, keep
             features=features, units=units.labels(clip)[: n * UNITS_PER_FRAME], mel=clip_log_mel(clip.audio, n),
             emotion=emotions.index(label) if label in emotions else emotions.index("neutral"),
             intensity=float(clip.meta.emotion.get("intensity", 0.0)),
-            style=style_vector(torch.from_numpy(motion)).numpy()))
+            style=style_vector(torch.from_numpy(motion)).numpy(), clean_audio=clip.meta.clean_audio))
     return examples
 
 
 def crop_batch(examples, batch_size: int, window: int, context: int, context_prob: float,
                rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """A batch of random windows: motion, lengths, units, mel, emotion, intensity, style, known_mask, and
-    either features or wave."""
+    """A batch of random windows: motion, lengths, units, mel, emotion, intensity, style, known_mask,
+    clean_audio, and either features or wave."""
     picks = rng.integers(0, len(examples), size=batch_size)
     first = examples[0]
     dim = first.motion.shape[1]
@@ -83,6 +84,7 @@ def crop_batch(examples, batch_size: int, window: int, context: int, context_pro
         "intensity": torch.zeros(batch_size),
         "style": torch.zeros(batch_size, first.style.shape[0]),
         "known_mask": torch.zeros(batch_size, window, dtype=torch.bool),
+        "clean_audio": torch.tensor([examples[i].clean_audio for i in picks]),
     }
     if first.features is not None:
         batch["features"] = torch.zeros(batch_size, window, first.features.shape[1])

@@ -145,7 +145,7 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
     from training.corpus.format import open_corpus
 
     corpus = open_corpus(corpus_dir, full_check=False)
-    metas = [m for m in corpus.split(split) if not clean_only or m.extra.get("acoustics", {}).get("clean", True)]
+    metas = [m for m in corpus.split(split) if not clean_only or m.clean_audio]
     metas = metas[: max_clips or None]
     sets = metrics.metric_vertex_sets(head)
     rows = {name: Scores() for name in models}

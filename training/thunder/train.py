@@ -8,7 +8,9 @@ Loss (per item, averaged over the batch):
     x0 MSE + velocity_weight * velocity MSE                        (normalized motion)
   + acceleration_weight * second-difference MSE                   (off by default)
   + lip_gap_weight * inner-lip gap MSE, in mm                     (off by default)
-  + w_m2s * [unit CE + mel L1]  for items with t < m2s_max_t * T   (analysis by audio synthesis)
+  + lip_closure_weight * (mm the gap opens past a shut reference)^2  (off by default)
+  + w_m2s * [unit CE + mel L1]  for items with t < m2s_max_t * T   (analysis by audio synthesis; the mel
+                                term on clips with clean audio only, unless degraded_mel_weight > 0)
 The M2S term: the predicted clean motion goes through the head to mouth vertices (only those are computed),
 through M2S (frozen by default) to speech-unit logits and log-mel, which are compared with the input audio's
 units and log-mel. Items are weighted equally and every rank draws the same global batch and takes its
@@ -38,7 +40,7 @@ from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
 from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
 from training.corpus.format import open_corpus
-from training.m2s.loss import unit_and_mel_loss
+from training.m2s.loss import mel_weights, unit_and_mel_loss
 from training.m2s.units import PhoneUnits
 from training.plots import plot_training_log
 from training.schedule import warmup_cosine
@@ -67,11 +69,14 @@ class ThunderTrainConfig:
     m2s_max_t: float = 1.0             # apply to timesteps t < m2s_max_t * diffusion_steps
     m2s_trainable: bool = False
     m2s_mel_weight: float = 1.0
+    degraded_mel_weight: float = 0.0   # the M2S mel term's weight on clips with degraded audio (m2s/loss.py)
     velocity_weight: float = 1.0
     acceleration_weight: float = 0.0   # second differences: a one-frame spike costs 3x what it does in velocity
     acceleration_max_t: float = 1.0    # apply it to timesteps t < acceleration_max_t * diffusion_steps
     lip_gap_weight: float = 0.0        # the lip gap (backend/lip_gap.py) in mm: a channel-blind MSE lets a short
                                        # vowel between two closures stay shut for a small cost
+    lip_closure_weight: float = 0.0    # one-sided: where the reference lips are shut (gap < closed_gap_mm),
+    closed_gap_mm: float = 1.0         # the squared mm the predicted gap opens past the reference's
     # Optimisation.
     steps: int = 3000
     batch_size: int = 16
@@ -120,6 +125,10 @@ OPTION_HELP = {
     "acceleration_weight": "weight of the second-difference loss, against single-frame spikes (default 0)",
     "acceleration_max_t": "apply the second-difference loss below this fraction of the timesteps (default 1)",
     "lip_gap_weight": "weight of the inner-lip gap loss in mm^2 (default 0)",
+    "lip_closure_weight": "weight of the closure loss: mm^2 the lips open past the reference where it is shut "
+                          "(default 0)",
+    "closed_gap_mm": "the closure loss's frames: the reference's lip gap below this (default 1 mm)",
+    "degraded_mel_weight": "weight of the M2S mel term on clips with degraded audio (default 0: clean clips only)",
     "init": "start from this THUNDER checkpoint's weights",
     "encoder_init": "the pretrained offline audio encoder (thunder encoder train)",
     "encoder": "mel, whisper (tiny.en, offline), whisper:HUB_ID_OR_FOLDER, or a wav2vec 2.0 / HuBERT hub id "
@@ -151,6 +160,14 @@ def lr_at(step: int, cfg: ThunderTrainConfig) -> float:
     return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, floor=0.1)
 
 
+def lip_closure_loss(gap_hat: torch.Tensor, gap: torch.Tensor, valid: torch.Tensor, closed_mm: float) -> torch.Tensor:
+    """(B,) mean over each item's frames where the reference lips are shut (gap below `closed_mm`) of the
+    squared mm the predicted gap opens past the reference's; a gap shut tighter costs nothing, an item with
+    no shut frame 0. Gaps (B, T) in mm, `valid` (B, T) 1 on the frames of the clip."""
+    shut = valid * (gap < closed_mm).to(valid.dtype)
+    return ((gap_hat - gap).clamp_min(0).square() * shut).sum(1) / shut.sum(1).clamp_min(1)
+
+
 class ThunderLoss(nn.Module):
     """The training objective as a module, so DistributedDataParallel can wrap it."""
 
@@ -158,7 +175,7 @@ class ThunderLoss(nn.Module):
         super().__init__()
         self.model, self.m2s, self.cfg = model, m2s, cfg
         self.lips = (lip_centres(head).to(model.alphas_cumprod.device)
-                     if head is not None and cfg.lip_gap_weight > 0 else None)
+                     if head is not None and (cfg.lip_gap_weight > 0 or cfg.lip_closure_weight > 0) else None)
 
     def forward(self, batch: dict, t: torch.Tensor, noise: torch.Tensor, drops: dict):
         cfg, model = self.cfg, self.model
@@ -190,14 +207,18 @@ class ThunderLoss(nn.Module):
             acceleration_loss = acceleration / bending.sum(1).clamp_min(1) * low_noise
             loss = loss + cfg.acceleration_weight * acceleration_loss
             parts["acceleration"] = acceleration_loss.mean()
-        # 3. The inner-lip gap, in mm: the figure closures and open vowels are judged by.
+        # 3. The inner-lip gap, in mm: the figure closures and open vowels are judged by. The gap error is
+        #    small at a closure (the reference is 0-1 mm), so a closure left 3 mm open costs little next to
+        #    an open vowel's error; the closure term weighs those frames on their own.
         if self.lips is not None:
             def gap_mm(x):
                 return 1000.0 * lip_gap(self.lips, model.stats.denormalize(x), model.n_expression)
 
-            lip_loss = ((gap_mm(x0_hat) - gap_mm(x0)).square() * valid).sum(1) / valid.sum(1)
-            loss = loss + cfg.lip_gap_weight * lip_loss
-            parts["lip_gap"] = lip_loss.mean()
+            gap_hat, gap = gap_mm(x0_hat), gap_mm(x0)
+            lip_loss = ((gap_hat - gap).square() * valid).sum(1) / valid.sum(1)
+            closure_loss = lip_closure_loss(gap_hat, gap, valid, cfg.closed_gap_mm)
+            loss = loss + cfg.lip_gap_weight * lip_loss + cfg.lip_closure_weight * closure_loss
+            parts["lip_gap"], parts["lip_closure"] = lip_loss.mean(), closure_loss.mean()
         # 4. Analysis by audio synthesis: motion -> mouth vertices -> M2S -> units and mel vs. the audio's.
         if self.m2s is not None and cfg.w_m2s > 0:
             chosen = (t < cfg.m2s_max_t * cfg.diffusion_steps).nonzero()[:, 0]
@@ -205,8 +226,9 @@ class ThunderLoss(nn.Module):
             if len(chosen):
                 motion = unpack_motion(model.stats.denormalize(x0_hat[chosen]), model.n_expression)
                 units, mel = self.m2s.from_motion(motion["expression"], motion["jaw"], lengths[chosen])
-                ce, mel_l1 = unit_and_mel_loss(units, mel, batch["units"][chosen], batch["mel"][chosen],
-                                               per_clip=True)
+                ce, mel_l1 = unit_and_mel_loss(
+                    units, mel, batch["units"][chosen], batch["mel"][chosen], per_clip=True,
+                    mel_weight=mel_weights(batch["clean_audio"][chosen], cfg.degraded_mel_weight))
                 m2s_loss = m2s_loss.index_add(0, chosen, ce + cfg.m2s_mel_weight * mel_l1)
                 parts["m2s_unit_ce"] = ce.mean()
                 parts["m2s_mel_l1"] = mel_l1.mean()
@@ -348,7 +370,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
 
 
 def _cache_key(cfg: ThunderTrainConfig) -> dict:
-    return {"corpus": str(Path(cfg.corpus).resolve()), "encoder": cfg.encoder, "encoder_init": cfg.encoder_init,
+    return {"version": 2, "corpus": str(Path(cfg.corpus).resolve()), "encoder": cfg.encoder, "encoder_init": cfg.encoder_init,
             "encoder_layer": cfg.encoder_layer, "max_clips": cfg.max_clips}
 
 
