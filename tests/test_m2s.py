@@ -167,3 +167,28 @@ def test_the_m2s_loss_leaves_out_steps_past_each_clips_end():
     assert torch.allclose(ce_w, ce) and l1_w[0] == 0 and torch.allclose(l1_w[1], l1[1])
     _, batch_l1_w = unit_and_mel_loss(logits, mel, targets, target_mel, mel_weight=weight)
     assert torch.allclose(batch_l1_w, l1[1])
+
+
+def test_m2s_eval_can_score_the_clips_with_clean_audio_only(tiny_corpus, tmp_path, capsys):
+    """`thunder m2s eval --clean-only` leaves out clips whose audio was degraded (its mel is the clean speech's)."""
+    import shutil
+
+    from backend.cli import main as thunder
+    from training.corpus.format import open_corpus
+    from training.m2s.evaluate import score_checkpoint
+
+    corpus_dir = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus_dir)
+    tests = open_corpus(corpus_dir, full_check=False).split("test")
+    meta_file = corpus_dir / "clips" / f"{tests[0].id}.json"
+    meta = json.loads(meta_file.read_text())
+    meta.setdefault("extra", {})["acoustics"] = {"clean": False, "seed": 1}
+    meta_file.write_text(json.dumps(meta))
+    assert not open_corpus(corpus_dir, full_check=False).split("test")[0].clean_audio
+    cfg = M2STrainConfig(corpus=str(corpus_dir), out=str(tmp_path / "m2s"), model=TINY, steps=2, batch_size=2,
+                         window=8, eval_every=2, threads=1)
+    out = train(cfg, progress=False)
+    assert score_checkpoint(out, corpus_dir)["clips"] == len(tests)
+    assert score_checkpoint(out, corpus_dir, clean_only=True)["clips"] == len(tests) - 1
+    assert thunder(["m2s", "eval", str(out), "--corpus", str(corpus_dir), "--clean-only"]) == 0
+    assert f"({len(tests) - 1} clips with clean audio)" in capsys.readouterr().out

@@ -22,11 +22,12 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from training.m2s.evaluate import score_checkpoint
 
-    scores = score_checkpoint(args.checkpoint, args.corpus, args.split, args.head)
+    scores = score_checkpoint(args.checkpoint, args.corpus, args.split, args.head, args.clean_only)
     if args.json:
         print(json.dumps(scores, indent=1))
         return 0
-    print(f"M2S {args.checkpoint} on the {args.split} voices ({scores['clips']} clips)")
+    clean = " with clean audio" if args.clean_only else ""
+    print(f"M2S {args.checkpoint} on the {args.split} voices ({scores['clips']} clips{clean})")
     print(f"{'motion':<12} {'unit accuracy':>14} {'mel L1':>8}")
     for name in ("true", "other_clip", "shifted"):
         s = scores[name]
@@ -66,6 +67,7 @@ def register(subcommands) -> None:
     evaluate.add_argument("--corpus", default="data/corpus")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--head", default="builtin")
+    evaluate.add_argument("--clean-only", action="store_true", help="only the clips whose audio is clean")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=cmd_eval)
 

@@ -50,8 +50,10 @@ def evaluate_m2s(m2s, examples, seed: int = 0) -> dict[str, dict[str, float]]:
     return {k: {"unit_accuracy": c / max(n, 1), "mel_l1": m / max(n, 1)} for k, (c, m, n) in totals.items()}
 
 
-def score_checkpoint(checkpoint, corpus_dir, split: str = "test", head_spec: str = "builtin") -> dict:
-    """Scores of a saved M2S model on one split of a corpus, with the contrasts and the chance level."""
+def score_checkpoint(checkpoint, corpus_dir, split: str = "test", head_spec: str = "builtin",
+                     clean_only: bool = False) -> dict:
+    """Scores of a saved M2S model on one split of a corpus (its clips with clean audio only, with
+    `clean_only`: the mel M2S learns is the clean speech's), with the contrasts and the chance level."""
     from backend.head import load_head
     from training.corpus.format import open_corpus
     from backend.m2s import load_m2s
@@ -62,7 +64,8 @@ def score_checkpoint(checkpoint, corpus_dir, split: str = "test", head_spec: str
     m2s = load_m2s(checkpoint, head)
     corpus = open_corpus(corpus_dir, full_check=False)
     units = unit_source_from_config(m2s.config["units"])
-    examples = make_examples((corpus.clip(m.id) for m in corpus.split(split)), units)
+    metas = [m for m in corpus.split(split) if m.clean_audio or not clean_only]
+    examples = make_examples((corpus.clip(m.id) for m in metas), units)
     scores = evaluate_m2s(m2s, examples)
     counts = np.bincount(np.concatenate([ex.units for ex in examples]), minlength=units.n_units)
     return {**scores, "clips": len(examples), "chance_unit_accuracy": float(counts.max() / counts.sum())}
