@@ -38,7 +38,7 @@ from backend.frame_rate import check_fps, frames_for_seconds, interpolate_motion
 from backend.head import load_head, load_head_for_takes
 from backend.models import SHIPPED_M2S, SHIPPED_THUNDER
 from backend.motion import pack_motion, unpack_motion
-from backend.take_sampling import KnownMotion, SamplingSettings, sample_takes
+from backend.take_sampling import KnownMotion, SamplingSettings, model_settings, sample_takes
 from backend.take_file import Take
 from backend.thunder_model import check_model_head, load_model
 
@@ -193,9 +193,7 @@ class Generator:
         self.model_identity = {"name": self.checkpoint.resolve().name,
                                "hash": checkpoint_fingerprint(self.checkpoint)}
         self._m2s = None   # loaded on first use (m2s_model)
-        self.default_settings = settings_with(SamplingSettings(), {
-            name: value for name, value in self.model.config.get("sampling", {}).items()
-            if name in SamplingSettings.__dataclass_fields__})
+        self.default_settings = model_settings(self.model)
 
     def info(self) -> dict:
         """What a client shows and records: the model, its emotions and defaults, the head, the device."""

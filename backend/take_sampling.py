@@ -138,6 +138,13 @@ def window_starts(n_frames: int, window: int, context: int) -> list[int]:
     return starts
 
 
+def model_settings(model) -> SamplingSettings:
+    """The model's own sampling defaults: its config's "sampling" (what it was tuned to sample with) over
+    SamplingSettings' defaults. What `thunder generate`, the service and `thunder eval` start from."""
+    fields = SamplingSettings.__dataclass_fields__
+    return SamplingSettings(**{k: v for k, v in model.config.get("sampling", {}).items() if k in fields})
+
+
 @torch.no_grad()
 def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: SamplingSettings | None = None,
                  style: torch.Tensor | None = None, callback: Callback = None,
@@ -147,7 +154,7 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
 
     `imposed` (T frames): values kept at every step (`KnownValueDenoiser`); frames known in every channel
     are also handed to the network as known motion, as the previous window's context is."""
-    settings = settings or SamplingSettings(**model.config.get("sampling", {}))
+    settings = settings or model_settings(model)
     settings.check(model.emotions, model.denoiser.config.max_frames)
     device, dim = model.device, model.denoiser.config.motion_dim
     n_frames, n_takes = features.shape[0], len(seeds)

@@ -500,6 +500,35 @@ def test_the_real_speech_eval_honours_the_length_limit(thunder_f, head, tmp_path
 
 
 # ------------------------------------------------------------------------------------------ 8. eval
+def test_thunder_eval_samples_with_each_models_own_settings_and_lists_give_rows(thunder_f, tiny_corpus, tmp_path,
+                                                                                capsys):
+    """What is measured is what `thunder generate` makes: a row takes its model's sampling defaults (its
+    config's "sampling"), and a setting given as a list gives one row per value."""
+    import shutil
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(thunder_f, tuned)
+    config = json.loads((tuned / "config.json").read_text())
+    config["sampling"] = {**config.get("sampling", {}), "steps": 3, "guidance": 1.5}
+    (tuned / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "eval.json"
+    base = ["eval", f"tuned={tuned}", f"plain={thunder_f}", "--corpus", str(tiny_corpus), "--takes", "1",
+            "--max-clips", "1", "--m2s", "", "--no-baseline", "--json", str(out), "--quiet"]
+    assert thunder(base) == 0
+    rows = json.loads(out.read_text())["row_settings"]
+    assert (rows["tuned"]["steps"], rows["tuned"]["guidance"]) == (3, 1.5)
+    assert (rows["plain"]["steps"], rows["plain"]["guidance"]) == (SamplingSettings.steps, 1.0)
+    assert thunder(base + ["--guidance", "1,2"]) == 0
+    rows = json.loads(out.read_text())["row_settings"]
+    assert list(rows) == ["tuned g1", "tuned g2", "plain g1", "plain g2"]
+    assert [r["guidance"] for r in rows.values()] == [1.0, 2.0, 1.0, 2.0]
+    assert rows["tuned g2"]["steps"] == 3
+    capsys.readouterr()
+    assert thunder(base + ["--guidance", "two"]) == 2
+    assert capsys.readouterr().err.strip() == ("thunder: error: --guidance two: give a number or a comma-separated "
+                                               "list of numbers")
+
+
 def test_thunder_eval_on_the_corpus_prints_and_writes_the_table(thunder_f, tiny_corpus, tiny_m2s, tmp_path,
                                                                 capsys):
     out = tmp_path / "eval.json"

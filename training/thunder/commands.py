@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from backend.head import load_head
     from backend.progress import ProgressBar
-    from backend.take_sampling import SamplingSettings
+    from backend.errors import ThunderError
+    from backend.take_sampling import model_settings
     from backend.thunder_model import load_model
     from training.thunder.evaluate import evaluate_corpus, evaluate_real_speech, format_table, write_result
 
@@ -39,19 +41,27 @@ def cmd_eval(args) -> int:
     for spec in args.checkpoint:
         name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec).name, "", spec)
         models[name] = load_model(path, head)
-    step_counts = [int(k) for k in str(args.steps).split(",")]
-    smoothings = [float(s) for s in str(args.smoothing or SamplingSettings.smoothing).split(",")]
-    blink_modes = str(args.blinks).split(",")
-    settings = SamplingSettings(steps=step_counts[0], sampler=args.sampler, guidance=args.guidance,
-                                smoothing=smoothings[0], blinks=blink_modes[0])
+    def values(given, kind, flag):   # a setting given as a list gives one row per value; None: the model's own
+        if given is None:
+            return [None]
+        try:
+            return [kind(v) for v in str(given).split(",")]
+        except ValueError:
+            raise ThunderError(f"{flag} {given}: give a number or a comma-separated list of numbers") from None
+
+    varied = {"steps": values(args.steps, int, "--steps"), "guidance": values(args.guidance, float, "--guidance"),
+              "smoothing": values(args.smoothing, float, "--smoothing"), "blinks": values(args.blinks, str, "")}
+    tags = {"steps": "@{:g}", "guidance": "g{:g}", "smoothing": "s{:g}", "blinks": "{}"}
     rows = {}   # one per model and setting given as a list
     for name, model in models.items():
-        for k, smoothing, blinks in itertools.product(step_counts, smoothings, blink_modes):
-            label = (name + (f" @{k}" if len(step_counts) > 1 else "")
-                     + (f" s{smoothing:g}" if len(smoothings) > 1 else "")
-                     + (f" {blinks}" if len(blink_modes) > 1 else ""))
-            rows[label] = (model, SamplingSettings(steps=k, sampler=args.sampler, guidance=args.guidance,
-                                                   smoothing=smoothing, blinks=blinks))
+        for combo in itertools.product(*varied.values()):
+            chosen = dict(zip(varied, combo))
+            label = " ".join([name] + [tags[k].format(v) for k, v in chosen.items() if len(varied[k]) > 1])
+            changes = {k: v for k, v in chosen.items() if v is not None}
+            if args.sampler:
+                changes["sampler"] = args.sampler
+            rows[label] = (model, dataclasses.replace(model_settings(model), **changes))
+    settings = next(iter(rows.values()))[1]
     for model, row_settings in rows.values():
         row_settings.check(model.emotions, model.denoiser.config.max_frames)   # a bad setting: one sentence
     models = rows
@@ -128,14 +138,16 @@ def register_eval(subcommands) -> None:
     p.add_argument("--per-clip", action="store_true", help="--audio: also print every clip's figures")
     p.add_argument("--takes", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", default="10", help="sampler steps; a list (1,2,4,10) gives one row per count")
+    p.add_argument("--steps", help="sampler steps (default: each model's own); a list (1,2,4,10) gives one row "
+                   "per count")
     p.add_argument("--smoothing", help="frames of the flicker filter "
-                   "(backend/flicker_filter.py; default the generate default; 0: the raw samples); a list (0,1.5) "
-                   "gives one row per amount")
-    p.add_argument("--blinks", default="natural", help="natural (as `thunder generate`) or model (the model's "
+                   "(backend/flicker_filter.py; default: each model's own, as generate; 0: the raw samples); a list "
+                   "(0,1.5) gives one row per amount")
+    p.add_argument("--blinks", help="natural (as `thunder generate`) or model (the model's "
                    "blinks only, backend/blinks.py); natural,model gives one row per mode")
-    p.add_argument("--sampler", default="dpmpp_2m")
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--sampler", help="ddim, heun or dpmpp_2m (default: each model's own)")
+    p.add_argument("--guidance", help="classifier-free guidance on audio (default: each model's own; 1: none); a "
+                   "list (1,2) gives one row per scale")
     p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")
     p.add_argument("--head", default="builtin")
     p.add_argument("--max-clips", type=int, default=0)

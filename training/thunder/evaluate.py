@@ -35,7 +35,7 @@ from backend.audio import audio_envelope, frames_for_samples
 from backend.blinks import blink_signal, count_blinks
 from backend.motion import pack_motion, unpack_motion
 from backend.finishing import finish_takes
-from backend.take_sampling import SamplingSettings, sample_takes
+from backend.take_sampling import SamplingSettings, model_settings, sample_takes
 from training import metrics
 from training.m2s.units import PhoneUnits
 from training.thunder.data import clip_motion
@@ -44,7 +44,7 @@ from training.thunder.data import clip_motion
 def clip_takes(model, head, audio: np.ndarray, seeds, settings: SamplingSettings | None = None) -> np.ndarray:
     """Takes (K, T, D) in the head's parameters for 16 kHz mono audio, finished as `thunder generate` makes
     them (backend/finishing.py; settings.smoothing 0 and blinks "model": the raw samples)."""
-    settings = settings or SamplingSettings(**model.config.get("sampling", {}))
+    settings = settings or model_settings(model)
     features = model.encode(audio)
     motion = sample_takes(model, features, list(seeds), settings).numpy()
     return finish_takes(motion, head, settings, list(seeds), audio)
@@ -82,7 +82,7 @@ def m2s_unit_accuracy(m2s, takes: np.ndarray, clip) -> float:
 def with_clip_emotion(settings: SamplingSettings | None, model, clip) -> SamplingSettings:
     """The clip's own emotion label and intensity (the corpus sets one per clip; brows and cheeks follow it),
     so takes are compared with a reference made under the same emotion."""
-    settings = settings or SamplingSettings(**model.config.get("sampling", {}))
+    settings = settings or model_settings(model)
     label = clip.meta.emotion.get("label", "neutral")
     if label not in model.emotions:
         return settings
@@ -180,7 +180,7 @@ def evaluate_corpus(models: dict, corpus_dir, head, split: str = "test", takes: 
             progress(i + 1, len(metas))
     audio_seconds = sum(m.seconds for m in metas)
     return {"split": split, "clips": len(metas), "audio_seconds": round(audio_seconds, 1), "takes": takes,
-            "seed": seed, "settings": (settings or SamplingSettings()).__dict__,
+            "seed": seed, "settings": (settings or SamplingSettings()).__dict__, "row_settings": _row_settings(models),
             "sampling_seconds": {k: round(v, 1) for k, v in seconds.items()},
             "rows": {name: s.summary() for name, s in rows.items()}}
 
@@ -333,7 +333,8 @@ def evaluate_real_speech(models: dict, folder, head, takes: int = 4, seed: int =
             "audio_seconds": round(sum(c.seconds for c in clips), 1), "takes": takes, "seed": seed,
             "bilabials": sum(len(metrics.segments_of(c.phones, metrics.BILABIALS)) for c in clips),
             "open_vowels": sum(len(metrics.segments_of(c.phones, metrics.OPEN_VOWELS)) for c in clips),
-            "settings": (settings or SamplingSettings()).__dict__, "alignment_cache": str(cache_dir or ""),
+            "settings": (settings or SamplingSettings()).__dict__, "row_settings": _row_settings(models),
+            "alignment_cache": str(cache_dir or ""),
             "sampling_seconds": {k: round(v, 1) for k, v in seconds.items()},
             "rows": figures(total(per_clip)),
             "groups": {g: figures(total([item for item in per_clip if item[0].group == g])) for g in groups},
@@ -346,6 +347,11 @@ COLUMNS = (("lve_mm", "LVE mm", "{:.2f}"), ("lip_pcc", "L-PCC", "{:.3f}"), ("lip
            ("lip_spread_mm", "lip spread mm", "{:.3f}"), ("head_motion_spread_deg", "head spr deg", "{:.2f}"),
            ("fdd_mm", "FDD mm", "{:.3f}"),
            ("m2s_unit_accuracy", "M2S acc", "{:.3f}"))
+
+
+def _row_settings(models: dict) -> dict:
+    """{row: the sampling settings its takes were made with} (each model's own where a row gave none)."""
+    return {name: dataclasses.asdict(settings or model_settings(model)) for name, (model, settings) in models.items()}
 
 
 def _table(rows: dict, columns, label: str = "") -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from backend.head import load_head
-from backend.take_sampling import SamplingSettings, window_starts
+from backend.take_sampling import SamplingSettings, model_settings, window_starts
 from backend.thunder_model import load_model
 from training import metrics
 from training.corpus.format import open_corpus
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         pieces.append(corpus.clip(meta.id).audio)
         total += meta.seconds
     audio = np.concatenate(pieces)
-    settings = SamplingSettings(**model.config.get("sampling", {}))
+    settings = model_settings(model)
     print(f"{len(audio) / 16000:.1f} s of test speech ({len(pieces)} clips), {args.takes} takes, window "
           f"{settings.window} frames, context {settings.context}")
     print(f"{'':<18}{'seams':>6}{'median mm/frame':>16}{'p95':>7}{'any stretch':>12}{'at seams':>10}"
