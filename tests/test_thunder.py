@@ -24,6 +24,7 @@ from backend.audio_io import AudioFileError
 from backend.checkpoint import CheckpointError
 from backend.cli import main as thunder
 from backend.diffusion.network import DenoiserConfig, MotionDenoiser
+from backend.errors import ThunderError
 from backend.head import load_head
 from backend.motion import pack_motion
 from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, window_starts
@@ -36,7 +37,8 @@ from training.m2s.train import train as train_m2s
 from training.m2s.units import PhoneUnits
 from training.thunder.data import make_examples, slice_batch
 from training.thunder.evaluate import evaluate_real_speech
-from training.thunder.train import ThunderLoss, _slice_draws, draw_batch, lip_closure_loss, named_config, train
+from training.thunder.train import (ThunderLoss, _slice_draws, draw_batch, lip_closure_loss, load_teacher,
+                                   named_config, train)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,6 +157,45 @@ def test_the_m2s_mel_term_skips_clips_with_degraded_audio(thunder_f, thunder_f_c
     clean_changed[0] += 3.0
     assert abs(loss(degraded_changed) - base) < 1e-6
     assert abs(loss(clean_changed) - base) > 0.1
+
+
+def test_guidance_distillation_targets_the_teachers_guided_prediction(thunder_f, thunder_f_cfg, training_inputs,
+                                                                     head, tmp_path):
+    """A student that is its own teacher: with no guidance (scale 1) it already predicts the target, so the
+    term is 0; with guidance 2 the term is the squared distance to the guided prediction, items whose audio
+    was dropped add nothing, and its gradient reaches the denoiser."""
+    batch, t, noise, drops = training_inputs
+    model, teacher = trainable_model(thunder_f, head), load_model(thunder_f, head)
+    model.denoiser.eval()   # no dropout: the student's prediction equals the teacher's
+
+    def distill(guidance, dropped):
+        cfg = dataclasses.replace(thunder_f_cfg, w_m2s=0.0, distill_weight=1.0, distill_guidance=guidance)
+        loss, parts = ThunderLoss(model, None, cfg, head, teacher)(batch, t, noise, {**drops, "audio": dropped})
+        return loss, parts["distill"]
+
+    heard = torch.zeros_like(drops["audio"])
+    assert distill(1.0, heard)[1].item() < 1e-10
+    loss, term = distill(2.0, heard)
+    assert term.item() > 1e-4
+    assert distill(2.0, torch.ones_like(heard))[1].item() == 0.0
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.denoiser.parameters())
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_a_teacher_with_other_motion_statistics_is_refused(thunder_f, thunder_f_cfg, head, tmp_path):
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(thunder_f, other)
+    config = json.loads((other / "config.json").read_text())
+    config["motion_stats"]["mean"] = [v + 1.0 for v in config["motion_stats"]["mean"]]
+    (other / "config.json").write_text(json.dumps(config))
+    student = load_model(thunder_f, head)
+    cfg = dataclasses.replace(thunder_f_cfg, distill_weight=1.0)
+    assert load_teacher(dataclasses.replace(cfg, distill_from=str(thunder_f)), student, head, "cpu") is not None
+    with pytest.raises(ThunderError, match="other motion statistics"):
+        load_teacher(dataclasses.replace(cfg, distill_from=str(other)), student, head, "cpu")
 
 
 def test_the_lip_gap_loss_measures_the_metrics_lip_distance_with_a_gradient(tiny_corpus, head):

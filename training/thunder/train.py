@@ -9,6 +9,7 @@ Loss (per item, averaged over the batch):
   + acceleration_weight * second-difference MSE                   (off by default)
   + lip_gap_weight * inner-lip gap MSE, in mm                     (off by default)
   + lip_closure_weight * (mm the gap opens past a shut reference)^2  (off by default)
+  + distill_weight * |x0_hat - teacher's guided x0|^2 on items that hear the audio   (off by default)
   + w_m2s * [unit CE + mel L1]  for items with t < m2s_max_t * T   (analysis by audio synthesis; the mel
                                 term on clips with clean audio only, unless degraded_mel_weight > 0)
 The M2S term: the predicted clean motion goes through the head to mouth vertices (only those are computed),
@@ -38,6 +39,7 @@ from backend.lip_gap import lip_centres, lip_gap
 from backend.models import SHIPPED_M2S
 from backend.motion import motion_dim, unpack_motion
 from backend.progress import ProgressBar
+from backend.take_sampling import GuidedNetwork
 from backend.thunder_model import MODEL_KIND, ThunderModel, model_config, save_model
 from training.corpus.format import open_corpus
 from training.m2s.loss import mel_weights, unit_and_mel_loss
@@ -75,6 +77,10 @@ class ThunderTrainConfig:
     acceleration_max_t: float = 1.0    # apply it to timesteps t < acceleration_max_t * diffusion_steps
     lip_gap_weight: float = 0.0        # the lip gap (backend/lip_gap.py) in mm: a channel-blind MSE lets a short
                                        # vowel between two closures stay shut for a small cost
+    # Guidance distillation: learn, in one network call, the guided prediction of a teacher (Meng et al. 2023).
+    distill_from: str = ""             # the teacher: a THUNDER checkpoint with the same motion statistics
+    distill_guidance: float = 2.0      # its classifier-free guidance on audio
+    distill_weight: float = 0.0
     lip_closure_weight: float = 0.0    # one-sided: where the reference lips are shut (gap < closed_gap_mm),
     closed_gap_mm: float = 1.0         # the squared mm the predicted gap opens past the reference's
     # Optimisation.
@@ -128,6 +134,9 @@ OPTION_HELP = {
     "lip_closure_weight": "weight of the closure loss: mm^2 the lips open past the reference where it is shut "
                           "(default 0)",
     "closed_gap_mm": "the closure loss's frames: the reference's lip gap below this (default 1 mm)",
+    "distill_from": "guidance distillation: the teacher THUNDER checkpoint",
+    "distill_guidance": "the teacher's classifier-free guidance on audio (default 2)",
+    "distill_weight": "weight of the squared error to the teacher's guided prediction (default 0)",
     "degraded_mel_weight": "weight of the M2S mel term on clips with degraded audio (default 0: clean clips only)",
     "init": "start from this THUNDER checkpoint's weights",
     "encoder_init": "the pretrained offline audio encoder (thunder encoder train)",
@@ -171,9 +180,11 @@ def lip_closure_loss(gap_hat: torch.Tensor, gap: torch.Tensor, valid: torch.Tens
 class ThunderLoss(nn.Module):
     """The training objective as a module, so DistributedDataParallel can wrap it."""
 
-    def __init__(self, model: ThunderModel, m2s, cfg: ThunderTrainConfig, head=None):
+    def __init__(self, model: ThunderModel, m2s, cfg: ThunderTrainConfig, head=None, teacher=None):
         super().__init__()
         self.model, self.m2s, self.cfg = model, m2s, cfg
+        # The teacher's guided network (sampling's own GuidedNetwork); not a submodule: it never trains.
+        self.teacher = GuidedNetwork(teacher.denoiser, cfg.distill_guidance, 1.0) if teacher is not None else None
         self.lips = (lip_centres(head).to(model.alphas_cumprod.device)
                      if head is not None and (cfg.lip_gap_weight > 0 or cfg.lip_closure_weight > 0) else None)
 
@@ -207,6 +218,16 @@ class ThunderLoss(nn.Module):
             acceleration_loss = acceleration / bending.sum(1).clamp_min(1) * low_noise
             loss = loss + cfg.acceleration_weight * acceleration_loss
             parts["acceleration"] = acceleration_loss.mean()
+        # 2b. Guidance distillation: the teacher's guided prediction at the same noisy motion and conditions.
+        #     Mixed with the data terms, whose optimum is the unguided prediction, the student's effective
+        #     guidance lies between 1 and distill_guidance.
+        if self.teacher is not None and cfg.distill_weight > 0:
+            with torch.no_grad():
+                guided = self.teacher(x_t, t, audio, emotion, batch["intensity"], style, x0, known_mask)
+            heard = valid * (~drops["audio"]).to(valid.dtype)[:, None]
+            distill_loss = ((x0_hat - guided).square().mean(-1) * heard).sum(1) / valid.sum(1)
+            loss = loss + cfg.distill_weight * distill_loss
+            parts["distill"] = distill_loss.mean()
         # 3. The inner-lip gap, in mm: the figure closures and open vowels are judged by. The gap error is
         #    small at a closure (the reference is 0-1 mm), so a closure left 3 mm open costs little next to
         #    an open vowel's error; the closure term weighs those frames on their own.
@@ -234,6 +255,25 @@ class ThunderLoss(nn.Module):
                 parts["m2s_mel_l1"] = mel_l1.mean()
             loss = loss + cfg.w_m2s * m2s_loss
         return loss.mean(), parts
+
+
+def load_teacher(cfg: ThunderTrainConfig, model: ThunderModel, head, device):
+    """The guidance-distillation teacher (frozen), or None; refused if its normalized motion is not the
+    student's (other statistics) or its emotions differ."""
+    if not cfg.distill_from or cfg.distill_weight <= 0:
+        return None
+    from backend.thunder_model import load_model
+
+    teacher = load_model(cfg.distill_from, head, device)
+    # The same normalized space: means and stds equal to float32 noise (a model saved and a cache reloaded).
+    scale = np.maximum(model.stats.std, 1e-6)
+    same = (np.abs(teacher.stats.mean - model.stats.mean).max(initial=0) / scale.min() < 1e-4
+            and np.allclose(teacher.stats.std, model.stats.std, rtol=1e-4)
+            and tuple(teacher.emotions) == tuple(model.emotions))
+    if not same:
+        raise ThunderError(f"{cfg.distill_from}: the teacher was trained with other motion statistics or "
+                           f"emotions than this model; distil from a model trained on the same corpus")
+    return teacher
 
 
 def build(cfg: ThunderTrainConfig, head, stats, emotions) -> ThunderModel:
@@ -320,7 +360,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
     if m2s is not None and cfg.m2s_trainable:
         groups.append({"params": list(m2s.parameters()), "scale": cfg.encoder_lr_scale})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
-    objective = ThunderLoss(model, m2s, cfg, head)
+    objective = ThunderLoss(model, m2s, cfg, head, load_teacher(cfg, model, head, device))
     step, log = 0, []
     if resume and (out / "train_state.pt").exists():
         step, log, rng = load_training_state(out, objective, optimizer)
@@ -364,7 +404,7 @@ def train(cfg: ThunderTrainConfig, resume: bool = False, progress: bool = True) 
         bar.close()
     if rank == 0 and log:
         (out / "log.json").write_text(json.dumps(log, indent=1))
-        keys = tuple(k for k in ("x0", "velocity", "acceleration", "m2s_unit_ce", "m2s_mel_l1") if k in log[-1])
+        keys = tuple(k for k in ("x0", "velocity", "acceleration", "distill", "m2s_unit_ce", "m2s_mel_l1") if k in log[-1])
         plot_training_log(log, out / "training_curves.png", f"THUNDER (w_m2s={cfg.w_m2s}) on {cfg.corpus}", keys)
     return out
 
