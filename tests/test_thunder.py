@@ -556,6 +556,7 @@ def test_thunder_eval_samples_with_each_models_own_settings_and_lists_give_rows(
     base = ["eval", f"tuned={tuned}", f"plain={thunder_f}", "--corpus", str(tiny_corpus), "--takes", "1",
             "--max-clips", "1", "--m2s", "", "--no-baseline", "--json", str(out), "--quiet"]
     assert thunder(base) == 0
+    assert "1 takes each, sampler steps and guidance as each row says" in capsys.readouterr().out
     rows = json.loads(out.read_text())["row_settings"]
     assert (rows["tuned"]["steps"], rows["tuned"]["guidance"]) == (3, 1.5)
     assert (rows["plain"]["steps"], rows["plain"]["guidance"]) == (SamplingSettings.steps, 1.0)
@@ -564,7 +565,8 @@ def test_thunder_eval_samples_with_each_models_own_settings_and_lists_give_rows(
     assert list(rows) == ["tuned g1", "tuned g2", "plain g1", "plain g2"]
     assert [r["guidance"] for r in rows.values()] == [1.0, 2.0, 1.0, 2.0]
     assert rows["tuned g2"]["steps"] == 3
-    capsys.readouterr()
+    assert thunder(base[:2] + base[3:]) == 0   # the tuned model alone: its settings head the table
+    assert "1 takes each, 3 dpmpp_2m steps, guidance 1.5" in capsys.readouterr().out
     assert thunder(base + ["--guidance", "two"]) == 2
     assert capsys.readouterr().err.strip() == ("thunder: error: --guidance two: give a number or a comma-separated "
                                                "list of numbers")

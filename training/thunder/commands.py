@@ -62,6 +62,10 @@ def cmd_eval(args) -> int:
                 changes["sampler"] = args.sampler
             rows[label] = (model, dataclasses.replace(model_settings(model), **changes))
     settings = next(iter(rows.values()))[1]
+    shared = {(s.steps, s.sampler, s.guidance) for _, s in rows.values()}
+    sampling = (f"{settings.steps} {settings.sampler} steps" + (f", guidance {settings.guidance:g}"
+                                                               if settings.guidance != 1 else "")
+                if len(shared) == 1 else "sampler steps and guidance as each row says")
     for model, row_settings in rows.values():
         row_settings.check(model.emotions, model.denoiser.config.max_frames)   # a bad setting: one sentence
     models = rows
@@ -82,7 +86,7 @@ def cmd_eval(args) -> int:
         result = evaluate_real_speech(models, args.audio, head, args.takes, args.seed, settings, args.max_seconds,
                                       cache, baseline=not args.no_baseline, progress=progress)
         title = (f"{result['clips']} clips ({result['audio_seconds'] / 60:.1f} min) of real speech in {args.audio}, "
-                 f"{args.takes} takes each, {args.steps} {args.sampler} steps; {result['bilabials']} /p b m/ and "
+                 f"{args.takes} takes each, {sampling}; {result['bilabials']} /p b m/ and "
                  f"{result['open_vowels']} open vowels aligned by pocketsphinx")
         table = format_real_speech_table(result, per_clip=args.per_clip)
     else:
@@ -104,7 +108,7 @@ def cmd_eval(args) -> int:
             bar.close()
         clean = " clean" if args.clean_only else ""
         title = (f"{result['clips']}{clean} {args.split} clips ({result['audio_seconds']} s) of {args.corpus}, "
-                 f"{args.takes} takes each, {args.steps} {args.sampler} steps")
+                 f"{args.takes} takes each, {sampling}")
         table = format_table(result)
     print(title)
     print(table)
