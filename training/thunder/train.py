@@ -247,12 +247,13 @@ class ThunderLoss(nn.Module):
             if len(chosen):
                 motion = unpack_motion(model.stats.denormalize(x0_hat[chosen]), model.n_expression)
                 units, mel = self.m2s.from_motion(motion["expression"], motion["jaw"], lengths[chosen])
-                ce, mel_l1 = unit_and_mel_loss(
-                    units, mel, batch["units"][chosen], batch["mel"][chosen], per_clip=True,
-                    mel_weight=mel_weights(batch["clean_audio"][chosen], cfg.degraded_mel_weight))
+                weights = mel_weights(batch["clean_audio"][chosen], cfg.degraded_mel_weight)
+                ce, mel_l1 = unit_and_mel_loss(units, mel, batch["units"][chosen], batch["mel"][chosen],
+                                               per_clip=True, mel_weight=weights)
                 m2s_loss = m2s_loss.index_add(0, chosen, ce + cfg.m2s_mel_weight * mel_l1)
                 parts["m2s_unit_ce"] = ce.mean()
-                parts["m2s_mel_l1"] = mel_l1.mean()
+                # logged over the clips whose mel counts (a weight-0 clip's mel L1 is 0 by construction)
+                parts["m2s_mel_l1"] = mel_l1.sum() / weights.sum().clamp_min(1e-8)
             loss = loss + cfg.w_m2s * m2s_loss
         return loss.mean(), parts
 
