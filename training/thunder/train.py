@@ -266,11 +266,10 @@ def load_teacher(cfg: ThunderTrainConfig, model: ThunderModel, head, device):
     from backend.thunder_model import load_model
 
     teacher = load_model(cfg.distill_from, head, device)
-    # The same normalized space: means and stds equal to float32 noise (a model saved and a cache reloaded).
-    scale = np.maximum(model.stats.std, 1e-6)
-    same = (np.abs(teacher.stats.mean - model.stats.mean).max(initial=0) / scale.min() < 1e-4
+    # The same normalized space, to float32 noise (a model saved and a cache reloaded): within 1e-4 of a std.
+    same = (np.allclose(teacher.stats.mean, model.stats.mean, rtol=0, atol=1e-4 * float(model.stats.std.min()))
             and np.allclose(teacher.stats.std, model.stats.std, rtol=1e-4)
-            and tuple(teacher.emotions) == tuple(model.emotions))
+            and teacher.emotions == model.emotions)
     if not same:
         raise ThunderError(f"{cfg.distill_from}: the teacher was trained with other motion statistics or "
                            f"emotions than this model; distil from a model trained on the same corpus")
