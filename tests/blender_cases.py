@@ -755,8 +755,24 @@ def bad_inputs(work_dir, args):
     check(api.notice.level == "ERROR" and "stopped unexpectedly" in api.notice.text, api.notice.text)
     check(len(head.thunder.takes) == 0, "the crash left takes")
     said["crash"] = api.notice.text
+    # The panel's Generate samples with the model's own steps and guidance while "Model's sampling" is on
+    # (its Steps and Guidance, set to other values here, are not sent), and with the panel's when it is off.
+    check(settings.model_sampling, "the panel does not start with the model's sampling")
+    settings.steps, settings.guidance = 3, 2.5
     check(bpy.ops.thunder.generate() == {"FINISHED"}, f"generate after the crash: {api.notice.text}")
     check(len(head.thunder.takes) == settings.takes, "generate after a crash did not restart the backend")
+    own = thunder.session.manager().backend_info["model"]["sampling"]
+    recorded = {(item.steps, item.guidance) for item in head.thunder.takes}
+    check(recorded == {(own["steps"], own["guidance"])}, f"the takes used {recorded}, the model's own is {own}")
+    drawn = draw_panel_headless(thunder)
+    shown = f"Guidance {own['guidance']:g}, {own['steps']} steps, smoothing {own['smoothing']:g}"
+    check(("label", shown) in drawn and ("prop", "steps") not in drawn, f"the panel does not show {shown}: {drawn}")
+    settings.model_sampling = False
+    check(bpy.ops.thunder.generate() == {"FINISHED"}, api.notice.text)
+    recorded = (head.thunder.takes[-1].steps, head.thunder.takes[-1].guidance)
+    check(recorded == (3, 2.5), f"with the panel's own settings the take used {recorded}, not (3, 2.5)")
+    check(("prop", "steps") in draw_panel_headless(thunder), "the panel hides Steps with the model's sampling off")
+    settings.model_sampling = True
 
     # An export folder that cannot be written (a file where the folder should be); nothing is written.
     blocker = work_dir / "not_a_folder"

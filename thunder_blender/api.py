@@ -145,11 +145,13 @@ def resolve_head(head=None, context=None):
 
 # ---------------------------------------------------------------------------------------------- generate
 def generate(head=None, strip: str | None = None, audio_file: str | None = None, takes: int = 2, seed=None,
-             emotion: str = "neutral", intensity: float = 1.0, guidance: float = 1.0, steps: int = 10,
+             emotion: str = "neutral", intensity: float = 1.0, guidance: float | None = None,
+             steps: int | None = None,
              replace_animation: bool = False, wait: bool | None = None, context=None, constraints=None,
              best_of: int | None = None):
     """Sample `takes` takes for a sound strip (by name) or an audio file, key them on the head, and play the
-    last. seed None draws random seeds; a number gives seed, seed + 1, ... constraints: holds and keys the
+    last. seed None draws random seeds; a number gives seed, seed + 1, ... guidance and steps None: the
+    model's own (the backend's defaults, what `thunder generate` uses). constraints: holds and keys the
     takes keep, in scene frames (`take_constraints`). best_of N: sample N takes and keep the `takes` whose lips
     read best (M2S's score, docs/take_format.md).
 
@@ -166,7 +168,8 @@ def generate(head=None, strip: str | None = None, audio_file: str | None = None,
         takes = checked_number("takes", takes, integer=True, high=best_of, label="the takes kept of the best of")
         extra = {"best_of": best_of, "takes": takes}
     seeds = _seeds(best_of or takes, seed)
-    settings = _checked_settings({"steps": steps, "guidance": guidance, "emotion": emotion,
+    chosen = {"steps": steps, "guidance": guidance}
+    settings = _checked_settings({**{k: v for k, v in chosen.items() if v is not None}, "emotion": emotion,
                                   "intensity": intensity if emotion != "neutral" else 0.0})
     if constraints:
         extra["constraints"] = take_constraints(constraints, audio.frame_start)
@@ -330,11 +333,12 @@ def checked_number(name: str, value, integer: bool = False, low=None, high=None,
 
 
 def _checked_settings(settings: dict, whose: str = "") -> dict:
-    """The sampling settings with steps, guidance and intensity checked (other keys pass through)."""
+    """The sampling settings with the steps, guidance and intensity they give checked (other keys pass
+    through; one not given is left to the model's own default, in the backend)."""
     checked = dict(settings)
-    for name, default in (("steps", 10), ("guidance", 1.0), ("intensity", 0.0)):
-        checked[name] = checked_number(name, settings.get(name, default), integer=name == "steps",
-                                       label=f"{whose}{name}")
+    for name in ("steps", "guidance", "intensity"):
+        if name in settings:
+            checked[name] = checked_number(name, settings[name], integer=name == "steps", label=f"{whose}{name}")
     if not isinstance(settings.get("emotion", "neutral"), str):
         raise ThunderError(f"{whose}emotion must be a name, not {settings.get('emotion')!r}")
     return checked

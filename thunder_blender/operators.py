@@ -80,7 +80,8 @@ class THUNDER_OT_generate(bpy.types.Operator):
             s.head, strip=s.strip if s.audio_source == "STRIP" else None,
             audio_file=s.audio_file if s.audio_source == "FILE" else None, takes=s.takes,
             seed=s.seed if s.seed_mode == "FIXED" else None, emotion=s.emotion, intensity=s.intensity,
-            guidance=s.guidance, steps=s.steps, replace_animation=s.replace_animation or self.replace_animation,
+            guidance=None if s.model_sampling else s.guidance, steps=None if s.model_sampling else s.steps,
+            replace_animation=s.replace_animation or self.replace_animation,
             context=context, constraints=api.scene_constraints(context) or None, best_of=s.best_of or None))
 
 

@@ -24,6 +24,14 @@ def emotion_items(self, context):
     return _emotion_items_cache
 
 
+def model_sampling_defaults() -> dict:
+    """The loaded model's own sampling settings, from the backend's answer ({} until it has answered)."""
+    from . import session
+
+    info = session.manager().backend_info or {}
+    return dict((info.get("model") or {}).get("sampling") or {})
+
+
 def _activate_take(self, context):
     """Clicking a take in the list plays it: switching takes is only a change of the assigned action."""
     from . import api, take_actions
@@ -141,9 +149,16 @@ class ThunderSettings(bpy.types.PropertyGroup):
     emotion: bpy.props.EnumProperty(name="Emotion", items=emotion_items)
     intensity: bpy.props.FloatProperty(name="Intensity", default=1.0, min=LIMITS["intensity"][0],
                                        max=LIMITS["intensity"][1])
+    # On by default: the takes are sampled as the model was tuned to be (`thunder generate`'s defaults, which
+    # the backend reports); off, the Guidance and Steps below are sent instead.
+    model_sampling: bpy.props.BoolProperty(
+        name="Model's sampling", default=True,
+        description="Sample with the steps and guidance the loaded model was tuned for; off: the Guidance and "
+                    "Steps below")
     guidance: bpy.props.FloatProperty(name="Guidance", default=1.0, min=LIMITS["guidance"][0],
                                       max=LIMITS["guidance"][1],
-                                      description="Classifier-free guidance on the audio (1: none)")
+                                      description="Classifier-free guidance on the audio (1: none; 2: crisper "
+                                                  "lip closures, takes that differ less, slower)")
     steps: bpy.props.IntProperty(name="Steps", default=10, min=LIMITS["steps"][0], max=LIMITS["steps"][1])
     replace_animation: bpy.props.BoolProperty(
         name="Replace existing animation", default=False,

@@ -2,7 +2,7 @@
 
 import bpy
 
-from . import api, compat, session
+from . import api, compat, properties, session
 
 STATUS_ICONS = {"stopped": "RADIOBUT_OFF", "starting": "SORTTIME", "ready": "CHECKMARK", "busy": "SORTTIME",
                 "error": "ERROR"}
@@ -99,8 +99,15 @@ def draw_panel(layout, context) -> None:
     sub = column.row(align=True)
     sub.enabled = settings.emotion != "neutral"
     sub.prop(settings, "intensity", slider=True)
-    column.prop(settings, "guidance")
-    column.prop(settings, "steps")
+    column.prop(settings, "model_sampling")
+    if settings.model_sampling:
+        own = properties.model_sampling_defaults()
+        if own:
+            column.label(text=f"Guidance {own.get('guidance', 1.0):g}, {own.get('steps', 10)} steps, "
+                              f"smoothing {own.get('smoothing', 0.0):g}")
+    else:
+        column.prop(settings, "guidance")
+        column.prop(settings, "steps")
     box.prop(settings, "replace_animation")
 
     status, message, progress = api.backend_status()
