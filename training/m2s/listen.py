@@ -42,6 +42,7 @@ def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str 
     from training.m2s.data import make_examples, split_motion
     from training.m2s.evaluate import SHIFT_FRAMES
     from training.m2s.units import unit_source_from_config
+    from backend.m2s.reading import predict_mel
     from backend.m2s.vocoder import GriffinLim
 
     head = load_head(head_spec)
@@ -52,8 +53,9 @@ def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str 
     example = make_examples([clip], unit_source_from_config(m2s.config["units"]))[0]
     motion = torch.from_numpy(example.motion)[None]
     shifted = torch.cat([motion[:, :1].expand(-1, SHIFT_FRAMES, -1), motion], dim=1)[:, : motion.shape[1]]
-    _, predicted = m2s.from_motion(*split_motion(motion, head.n_expression))
-    _, predicted_shifted = m2s.from_motion(*split_motion(shifted, head.n_expression))
+    # Read as inference reads a take (backend/m2s/reading.py: windows, the edge poses held).
+    predicted, predicted_shifted = (torch.from_numpy(predict_mel(m2s, *(p[0].numpy() for p in split_motion(
+        m, head.n_expression))))[None] for m in (motion, shifted))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
