@@ -15,9 +15,9 @@ better; takes of one audio compare directly (a louder recording shifts every tak
 
 Long takes are read in overlapping windows (M2S trained on 2.6 s windows; attention over minutes would need
 gigabytes), keeping each window's centre, so a take of any length costs memory in proportion to its length.
-The take's own first and last poses are held for a window's context before and after it (and the audio is
-silence there): M2S learnt on windows cut from the middle of speech, so at a bare edge it heard speech that
-was not there (the last frame of every take read 8 log-mel units too loud, a click at the end of Listen).
+The take's own first and last poses are held for 160 ms before and after it (and the audio is silence
+there): M2S learnt on windows cut from the middle of speech, so at a bare edge it heard speech that
+was not there (the last frame of every take read 5 log-mel units too loud, a click at the end of Listen).
 """
 
 from __future__ import annotations
@@ -30,20 +30,22 @@ from backend.m2s.vocoder import GriffinLim
 
 WINDOW_FRAMES = 250    # 10 s read at once
 CONTEXT_FRAMES = 25    # 1 s on each side, so no kept frame is near a window's edge
+HELD_FRAMES = 4        # the take's first and last poses held this long beyond its ends: past the mel head's
+                       # reach (3 convolutions of 3 steps at 50 Hz) and cheap (a 10 s take reads 8 frames more)
 
 
 def _windows(frames: int, window: int, context: int):
     """(start, stop, first, last) per window: the take's frames start .. stop - 1 are kept, read with the
     frames first .. last - 1 of the held-edge motion (`_motion_tensors`: the take's frame k is its frame
-    k + context), so every kept frame has `context` frames on each side and sits `context` frames in."""
+    k + HELD_FRAMES there), up to `context` frames on each side."""
     for start in range(0, frames, window):
         stop = min(frames, start + window)
-        yield start, stop, start, stop + 2 * context
+        yield start, stop, max(0, start + HELD_FRAMES - context), min(frames + 2 * HELD_FRAMES, stop + HELD_FRAMES + context)
 
 
-def _motion_tensors(m2s, expression, jaw, context: int):
+def _motion_tensors(m2s, expression, jaw):
     """(expression, jaw, single): batched tensors on M2S's device, the first and last frames held for
-    `context` frames before and after the take."""
+    HELD_FRAMES before and after the take."""
     device = next(m2s.parameters()).device   # the generator's (a GPU when it samples there)
     expression = torch.as_tensor(np.asarray(expression, dtype=np.float32), device=device)
     jaw = torch.as_tensor(np.asarray(jaw, dtype=np.float32), device=device)
@@ -52,7 +54,7 @@ def _motion_tensors(m2s, expression, jaw, context: int):
         expression, jaw = expression[None], jaw[None]
 
     def held(x):
-        return torch.cat([x[:, :1].expand(-1, context, -1), x, x[:, -1:].expand(-1, context, -1)], dim=1)
+        return torch.cat([x[:, :1].expand(-1, HELD_FRAMES, -1), x, x[:, -1:].expand(-1, HELD_FRAMES, -1)], dim=1)
 
     return held(expression), held(jaw), single
 
@@ -62,12 +64,12 @@ def predict_mel(m2s, expression: np.ndarray, jaw: np.ndarray, window: int = WIND
                 context: int = CONTEXT_FRAMES) -> np.ndarray:
     """The log-mel M2S hears in 25 fps motion: expression (T, E), jaw (T, 3) -> (4T, n_mels) float32; or a
     batch of takes, (N, T, E) and (N, T, 3) -> (N, 4T, n_mels), read together."""
-    expression, jaw, single = _motion_tensors(m2s, expression, jaw, context)
-    takes, frames = expression.shape[0], expression.shape[1] - 2 * context
+    expression, jaw, single = _motion_tensors(m2s, expression, jaw)
+    takes, frames = expression.shape[0], expression.shape[1] - 2 * HELD_FRAMES
     out = np.empty((takes, frames * MELS_PER_FRAME, m2s.network.config.n_mels), dtype=np.float32)
     for start, stop, first, last in _windows(frames, window, context):
         _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
-        keep = slice(context * MELS_PER_FRAME, (context + stop - start) * MELS_PER_FRAME)
+        keep = slice((start + HELD_FRAMES - first) * MELS_PER_FRAME, (stop + HELD_FRAMES - first) * MELS_PER_FRAME)
         out[:, start * MELS_PER_FRAME: stop * MELS_PER_FRAME] = mel[:, keep].cpu().numpy()
     return out[0] if single else out
 
@@ -79,15 +81,15 @@ def lip_reading_score(m2s, expression: np.ndarray, jaw: np.ndarray, wave: np.nda
     expression (T, E) and jaw (T, 3) at 25 fps, or a batch (N, T, E) and (N, T, 3) of takes of the same audio
     (then an (N,) array); wave: the 16 kHz samples those frames animate. Window by window, the audio's log-mel
     too, so ten minutes cost what ten seconds do (a whole-take spectrogram of 10 min held 360 MiB)."""
-    expression, jaw, single = _motion_tensors(m2s, expression, jaw, context)
-    takes, frames = expression.shape[0], expression.shape[1] - 2 * context
-    silence = np.zeros(context * SAMPLES_PER_FRAME, dtype=np.float32)
+    expression, jaw, single = _motion_tensors(m2s, expression, jaw)
+    takes, frames = expression.shape[0], expression.shape[1] - 2 * HELD_FRAMES
+    silence = np.zeros(HELD_FRAMES * SAMPLES_PER_FRAME, dtype=np.float32)
     wave = np.concatenate([silence, np.asarray(wave, dtype=np.float32), silence])
     total = np.zeros(takes)
     for start, stop, first, last in _windows(frames, window, context):
         _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
         heard = clip_log_mel(wave[first * SAMPLES_PER_FRAME: last * SAMPLES_PER_FRAME], last - first)
-        keep = slice(context * MELS_PER_FRAME, (context + stop - start) * MELS_PER_FRAME)
+        keep = slice((start + HELD_FRAMES - first) * MELS_PER_FRAME, (stop + HELD_FRAMES - first) * MELS_PER_FRAME)
         total += np.abs(mel[:, keep].cpu().numpy() - heard[keep]).sum(axis=(-2, -1))
     scores = total / max(frames * MELS_PER_FRAME * m2s.network.config.n_mels, 1)
     return float(scores[0]) if single else scores
