@@ -105,6 +105,8 @@ def draw_panel(layout, context) -> None:
         if own:
             column.label(text=f"Guidance {own.get('guidance', 1.0):g}, {own.get('steps', 10)} steps, "
                               f"smoothing {own.get('smoothing', 0.0):g}")
+        else:
+            column.label(text="The model's own steps and guidance (shown once the backend runs)")
     else:
         column.prop(settings, "guidance")
         column.prop(settings, "steps")
