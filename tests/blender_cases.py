@@ -700,6 +700,11 @@ def bad_inputs(work_dir, args):
             check(field in api.notice.text, f"the panel says {api.notice.text!r}, which does not name {field!r}")
         return api.notice.text
 
+    # Before the backend has said what its model uses, the panel says where the steps and guidance come from.
+    check(thunder.session.manager().backend_info is None, "the backend answered before the add-on had asked it anything")
+    shown = "The model's own steps and guidance (shown once the backend runs)"
+    check(("label", shown) in draw_panel_headless(thunder), "the panel says nothing of the model's sampling")
+
     # A head that is not a Thunder head.
     bpy.ops.mesh.primitive_cube_add()
     check(bpy.context.active_object.name == "Cube", "the cube is not active")
@@ -709,10 +714,6 @@ def bad_inputs(work_dir, args):
 
     head = api.add_head()
     check(settings.head == head, "the new head is not the panel's head")
-    # Before the backend has said what its model uses, the panel says where the steps and guidance come from.
-    check(thunder.session.manager().backend_info is None, "the backend answered before any Generate")
-    shown = "The model's own steps and guidance (shown once the backend runs)"
-    check(("label", shown) in draw_panel_headless(thunder), "the panel says nothing of the model's sampling")
 
     # A strip whose file is missing.
     gone = work_dir / "gone.wav"
