@@ -40,7 +40,8 @@ def _windows(frames: int, window: int, context: int):
     k + HELD_FRAMES there), up to `context` frames on each side."""
     for start in range(0, frames, window):
         stop = min(frames, start + window)
-        yield start, stop, max(0, start + HELD_FRAMES - context), min(frames + 2 * HELD_FRAMES, stop + HELD_FRAMES + context)
+        first = max(0, start + HELD_FRAMES - context)
+        yield start, stop, first, min(frames + 2 * HELD_FRAMES, stop + HELD_FRAMES + context)
 
 
 def _motion_tensors(m2s, expression, jaw):
@@ -69,7 +70,8 @@ def predict_mel(m2s, expression: np.ndarray, jaw: np.ndarray, window: int = WIND
     out = np.empty((takes, frames * MELS_PER_FRAME, m2s.network.config.n_mels), dtype=np.float32)
     for start, stop, first, last in _windows(frames, window, context):
         _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
-        keep = slice((start + HELD_FRAMES - first) * MELS_PER_FRAME, (stop + HELD_FRAMES - first) * MELS_PER_FRAME)
+        offset = HELD_FRAMES - first   # the take's frame k is frame k + offset of this window
+        keep = slice((start + offset) * MELS_PER_FRAME, (stop + offset) * MELS_PER_FRAME)
         out[:, start * MELS_PER_FRAME: stop * MELS_PER_FRAME] = mel[:, keep].cpu().numpy()
     return out[0] if single else out
 
@@ -89,7 +91,8 @@ def lip_reading_score(m2s, expression: np.ndarray, jaw: np.ndarray, wave: np.nda
     for start, stop, first, last in _windows(frames, window, context):
         _, mel = m2s.from_motion(expression[:, first:last], jaw[:, first:last])
         heard = clip_log_mel(wave[first * SAMPLES_PER_FRAME: last * SAMPLES_PER_FRAME], last - first)
-        keep = slice((start + HELD_FRAMES - first) * MELS_PER_FRAME, (stop + HELD_FRAMES - first) * MELS_PER_FRAME)
+        offset = HELD_FRAMES - first   # the take's frame k is frame k + offset of this window
+        keep = slice((start + offset) * MELS_PER_FRAME, (stop + offset) * MELS_PER_FRAME)
         total += np.abs(mel[:, keep].cpu().numpy() - heard[keep]).sum(axis=(-2, -1))
     scores = total / max(frames * MELS_PER_FRAME * m2s.network.config.n_mels, 1)
     return float(scores[0]) if single else scores
