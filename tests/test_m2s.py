@@ -192,3 +192,33 @@ def test_m2s_eval_can_score_the_clips_with_clean_audio_only(tiny_corpus, tmp_pat
     assert score_checkpoint(out, corpus_dir, clean_only=True)["clips"] == len(tests) - 1
     assert thunder(["m2s", "eval", str(out), "--corpus", str(corpus_dir), "--clean-only"]) == 0
     assert f"({len(tests) - 1} clips with clean audio)" in capsys.readouterr().out
+
+
+def test_m2s_listen_writes_what_inference_hears_in_a_clip(tiny_corpus, tmp_path):
+    """`thunder m2s listen` vocodes and plots M2S's mel of a clip's motion, read as inference reads a take
+    (backend/m2s/reading.py: the edge poses held), one second of sound per second of motion."""
+    import soundfile
+
+    from backend.audio import SAMPLES_PER_FRAME
+    from backend.cli import main as thunder
+    from backend.head import load_head
+    from backend.m2s.reading import predict_mel
+    from backend.m2s.vocoder import GriffinLim
+    from backend.models import SHIPPED_M2S
+    from training.corpus.format import open_corpus
+    from training.m2s.data import make_examples, split_motion
+    from training.m2s.units import unit_source_from_config
+
+    out = tmp_path / "listen"
+    assert thunder(["m2s", "listen", str(SHIPPED_M2S), "--corpus", str(tiny_corpus), "--out", str(out)]) == 0
+    corpus = open_corpus(tiny_corpus, full_check=False)
+    clip = corpus.clip(corpus.split("test")[0].id)
+    names = {p.name for p in out.iterdir()}
+    assert names == {f"{clip.id}_m2s.wav", f"{clip.id}_true_mel_griffinlim.wav", f"{clip.id}_mels.png"}
+    m2s = load_m2s(SHIPPED_M2S, load_head("builtin"))
+    motion = make_examples([clip], unit_source_from_config(m2s.config["units"]))[0].motion
+    sound, _ = soundfile.read(out / f"{clip.id}_m2s.wav")
+    assert len(sound) == len(motion) * SAMPLES_PER_FRAME
+    expression, jaw = split_motion(torch.from_numpy(motion), m2s.features.n_expression)
+    heard = GriffinLim()(torch.from_numpy(predict_mel(m2s, expression.numpy(), jaw.numpy()))).numpy()
+    assert np.abs(sound - heard).max() < 2 / 32767   # the same sound, to the WAV's 16-bit rounding

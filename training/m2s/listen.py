@@ -53,20 +53,23 @@ def listen(checkpoint, corpus_dir, clip_id: str | None, out_dir, head_spec: str 
     example = make_examples([clip], unit_source_from_config(m2s.config["units"]))[0]
     motion = torch.from_numpy(example.motion)[None]
     shifted = torch.cat([motion[:, :1].expand(-1, SHIFT_FRAMES, -1), motion], dim=1)[:, : motion.shape[1]]
-    # Read as inference reads a take (backend/m2s/reading.py: windows, the edge poses held).
-    predicted, predicted_shifted = (torch.from_numpy(predict_mel(m2s, *(p[0].numpy() for p in split_motion(
-        m, head.n_expression))))[None] for m in (motion, shifted))
+
+    def heard(m):   # (4T, n_mels): read as inference reads a take (backend/m2s/reading.py: the edges held)
+        expression, jaw = split_motion(m[0], head.n_expression)
+        return predict_mel(m2s, expression.numpy(), jaw.numpy())
+
+    predicted, predicted_shifted = heard(motion), heard(shifted)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vocoder = GriffinLim()
     paths = [
-        write_wav(out / f"{clip_id}_m2s.wav", vocoder(predicted[0]).numpy()),
+        write_wav(out / f"{clip_id}_m2s.wav", vocoder(torch.from_numpy(predicted)).numpy()),
         write_wav(out / f"{clip_id}_true_mel_griffinlim.wav", vocoder(torch.from_numpy(example.mel)).numpy()),
         plot_mels(out / f"{clip_id}_mels.png",
                   [("true log-mel of the speech", example.mel),
-                   ("M2S from the true motion", predicted[0].numpy()),
-                   ("M2S from the motion 200 ms late", predicted_shifted[0].numpy())],
+                   ("M2S from the true motion", predicted),
+                   ("M2S from the motion 200 ms late", predicted_shifted)],
                   f"{clip_id}: \"{clip.meta.text}\""),
     ]
     return paths
