@@ -15,21 +15,17 @@ KNOWN_EMOTIONS = ["neutral", "happy", "sad"]
 _emotion_items_cache: list = []   # Blender needs the items list to outlive the callback
 
 
-def emotion_items(self, context):
+def loaded_model() -> dict:
+    """What the backend said of its loaded model (emotions, sampling defaults...), or {} until it has."""
     from . import session
 
-    info = session.manager().backend_info or {}
-    emotions = (info.get("model") or {}).get("emotions") or KNOWN_EMOTIONS   # the loaded model's, once known
+    return (session.manager().backend_info or {}).get("model") or {}
+
+
+def emotion_items(self, context):
+    emotions = loaded_model().get("emotions") or KNOWN_EMOTIONS   # the loaded model's, once known
     _emotion_items_cache[:] = [(name, name.capitalize(), f"Speak {name}") for name in emotions]
     return _emotion_items_cache
-
-
-def model_sampling_defaults() -> dict:
-    """The loaded model's own sampling settings, from the backend's answer ({} until it has answered)."""
-    from . import session
-
-    info = session.manager().backend_info or {}
-    return dict((info.get("model") or {}).get("sampling") or {})
 
 
 def _activate_take(self, context):

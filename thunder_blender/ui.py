@@ -101,10 +101,9 @@ def draw_panel(layout, context) -> None:
     sub.prop(settings, "intensity", slider=True)
     column.prop(settings, "model_sampling")
     if settings.model_sampling:
-        own = properties.model_sampling_defaults()
-        if own:
-            column.label(text=f"Guidance {own.get('guidance', 1.0):g}, {own.get('steps', 10)} steps, "
-                              f"smoothing {own.get('smoothing', 0.0):g}")
+        own = properties.loaded_model().get("sampling") or {}   # the backend sends every setting
+        if {"guidance", "steps", "smoothing"} <= own.keys():
+            column.label(text=f"Guidance {own['guidance']:g}, {own['steps']} steps, smoothing {own['smoothing']:g}")
         else:
             column.label(text="The model's own steps and guidance (shown once the backend runs)")
     else:
