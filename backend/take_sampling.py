@@ -19,7 +19,7 @@ import dataclasses
 
 import torch
 
-from backend.diffusion.denoisers import KnownValueDenoiser, VPDenoiser
+from backend.diffusion.denoisers import KnownValueDenoiser, NoiseIntervalDenoiser, VPDenoiser
 from backend.diffusion.samplers import SAMPLERS, Callback, SamplerStep
 from backend.diffusion.schedules import karras_sigmas, timestep_sigmas
 from backend.errors import ThunderError
@@ -45,6 +45,8 @@ class SamplingSettings:
     spacing: str = "karras"          # karras | timesteps (DDIM's even spacing in t)
     guidance: float = 1.0            # classifier-free guidance on audio; 1 = none (one network call)
     emotion_guidance: float = 1.0    # the same on emotion
+    guidance_max_noise: float | None = None  # audio guidance only at noise levels (sigma) at or below this;
+                                     # None: at every step (backend.diffusion.denoisers.NoiseIntervalDenoiser)
     emotion: str = "neutral"
     intensity: float = 0.0
     window: int = 100                # frames per window (4 s)
@@ -74,6 +76,9 @@ class SamplingSettings:
         longest = max_window or MAX_WINDOW
         if not 2 <= self.window <= longest:
             raise SamplingError(f"a window of {self.window} frames: choose between 2 and {longest}")
+        if self.guidance_max_noise is not None and not self.guidance_max_noise >= 0.0:
+            raise SamplingError(f"the guidance noise limit {self.guidance_max_noise:g} must be 0 or more "
+                                "(none: guidance at every step)")
         if not 0.0 <= self.smoothing <= MAX_SMOOTHING:
             raise SamplingError(f"smoothing {self.smoothing:g} frames is outside 0..{MAX_SMOOTHING:g} (0: none)")
         if self.blinks not in BLINK_MODES:
@@ -163,6 +168,9 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
     denoiser = VPDenoiser(GuidedNetwork(model.denoiser, settings.guidance, settings.emotion_guidance),
                           model.train_sigmas)
+    if settings.guidance_max_noise is not None and settings.guidance != 1.0:
+        unguided = VPDenoiser(GuidedNetwork(model.denoiser, 1.0, settings.emotion_guidance), model.train_sigmas)
+        denoiser = NoiseIntervalDenoiser(denoiser, unguided, settings.guidance_max_noise)
     sigmas = sampling_sigmas(model.train_sigmas, settings).to(device)
     emotion = torch.full((n_takes,), model.emotions.index(settings.emotion), dtype=torch.long, device=device)
     intensity = torch.full((n_takes,), float(settings.intensity), device=device)

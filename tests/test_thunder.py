@@ -27,7 +27,7 @@ from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.errors import ThunderError
 from backend.head import load_head
 from backend.motion import pack_motion
-from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, window_starts
+from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, sampling_sigmas, window_starts
 from backend.thunder_model import ThunderModel, load_model
 from training.corpus.format import open_corpus
 from backend.m2s import load_m2s
@@ -506,6 +506,29 @@ def test_a_model_for_another_head_is_refused(thunder_f, tmp_path):
     other = load_head(str(write_flame_pickle(tmp_path / "generic_model.pkl", make_synthetic_flame())))
     with pytest.raises(CheckpointError, match="head"):
         load_model(thunder_f, other)
+
+
+def test_guidance_in_a_noise_interval_guides_only_the_low_noise_steps(thunder_f, head):
+    """guidance_max_noise: the steps above the limit make one network call on the takes alone, those at or
+    below it the guided pair (twice the batch); no step below the limit gives the unguided takes, a limit
+    above every step the takes guided everywhere, and one between them takes unlike either."""
+    model = load_model(thunder_f, head)
+    recorder = RecordingDenoiser(model.denoiser)
+    spy = ThunderModel(model.encoder, recorder, model.stats, model.config)
+    features = torch.randn(20, 16, generator=torch.Generator().manual_seed(0))
+    settings = SamplingSettings(steps=4, sampler="ddim", window=24, guidance=3.0)
+    sigmas = sampling_sigmas(model.train_sigmas, settings)
+    between = float(sigmas[1:3].mean())   # steps 0 and 1 above it, steps 2 and 3 at or below
+    takes = {limit: sample_takes(spy, features, [3, 4], dataclasses.replace(settings, guidance_max_noise=limit))
+             for limit in (0.0, between, 1e9)}
+    batches = [known.shape[0] for _, known, _ in recorder.calls]
+    assert batches == [2, 2, 2, 2] + [2, 2, 4, 4] + [4, 4, 4, 4]
+    unguided = sample_takes(model, features, [3, 4], dataclasses.replace(settings, guidance=1.0))
+    guided = sample_takes(model, features, [3, 4], settings)
+    assert torch.equal(takes[0.0], unguided) and torch.equal(takes[1e9], guided)
+    assert not torch.allclose(takes[between], unguided) and not torch.allclose(takes[between], guided)
+    with pytest.raises(SamplingError, match="guidance noise limit -1 must be 0 or more"):
+        sample_takes(model, features, [0], dataclasses.replace(settings, guidance_max_noise=-1.0))
 
 
 def test_an_unknown_emotion_is_refused(thunder_f, head):

@@ -174,9 +174,15 @@ def test_range_checks_happen_at_the_edge_once(generator, speech):
     """Generator.generate (the Python API's edge) refuses what the CLI and the service refuse."""
     for fields, words in (({"fps": 1e9}, "from 1 to 240"), ({"start": 1e308}, "is empty"),
                           ({"settings": {"guidance": float("inf")}}, "'guidance' must be a finite number"),
-                          ({"settings": {"window": 10**6}}, "a window of 1000000 frames")):
+                          ({"settings": {"window": 10**6}}, "a window of 1000000 frames"),
+                          ({"settings": {"guidance_max_noise": "low"}},
+                           "'guidance_max_noise' must be a finite number, not 'low'"),
+                          ({"settings": {"guidance": 2, "guidance_max_noise": -1}},
+                           "guidance noise limit -1 must be 0 or more")):
         with pytest.raises(ThunderError, match=words):
             generator.generate(speech, **{"settings": {"steps": 1}, **fields})
+    # an optional setting given as None is its default (guidance at every step), not a refusal
+    assert generator.settings({"guidance_max_noise": None}).guidance_max_noise is None
     with pytest.raises(AudioFileError, match="sample rate 1000000000000"):
         generator.generate(np.zeros(1600, dtype=np.float32), sample_rate=10**12)
 

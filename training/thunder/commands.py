@@ -50,8 +50,10 @@ def cmd_eval(args) -> int:
             raise ThunderError(f"{flag} {given}: give a number or a comma-separated list of numbers") from None
 
     varied = {"steps": values(args.steps, int, "--steps"), "guidance": values(args.guidance, float, "--guidance"),
+              "guidance_max_noise": values(args.guidance_max_noise, float, "--guidance-max-noise"),
               "smoothing": values(args.smoothing, float, "--smoothing"), "blinks": values(args.blinks, str, "")}
-    tags = {"steps": "@{:g}", "guidance": "g{:g}", "smoothing": "s{:g}", "blinks": "{}"}
+    tags = {"steps": "@{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}", "smoothing": "s{:g}",
+            "blinks": "{}"}
     rows = {}   # one per model and setting given as a list
     for name, model in models.items():
         for combo in itertools.product(*varied.values()):
@@ -152,6 +154,8 @@ def register_eval(subcommands) -> None:
     p.add_argument("--sampler", help="ddim, heun or dpmpp_2m (default: each model's own)")
     p.add_argument("--guidance", help="classifier-free guidance on audio (default: each model's own; 1: none); a "
                    "list (1,2) gives one row per scale")
+    p.add_argument("--guidance-max-noise", help="audio guidance only at noise levels (sigma) at or below this "
+                   "(default: the model's own; every step); a list (1,6) gives one row per limit")
     p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")
     p.add_argument("--head", default="builtin")
     p.add_argument("--max-clips", type=int, default=0)
