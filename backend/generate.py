@@ -320,7 +320,8 @@ class Generator:
         """Takes (K, T, D) at 25 fps for the audio `wave` they animate: sampled, finished
         (backend/finishing.py: flicker filter, blinks), and with the imposed values (kept frames, holds, keys)
         put back exactly where the filter moved them."""
-        motion = sample_takes(self.model, features, seeds, settings, callback=callback, imposed=imposed).numpy()
+        motion = sample_takes(self.model, features, seeds, settings, callback=callback, imposed=imposed,
+                              expression_names=self.head.expression_names).numpy()
         if not np.isfinite(motion).all():
             raise GenerateError(f"the model made NaN or infinite motion for {speech.file or 'the samples'}; "
                                 f"its checkpoint {self.checkpoint} may be damaged")

@@ -22,7 +22,9 @@ import torch
 from backend.diffusion.denoisers import KnownValueDenoiser, NoiseIntervalDenoiser, VPDenoiser
 from backend.diffusion.samplers import SAMPLERS, Callback, SamplerStep
 from backend.diffusion.schedules import karras_sigmas, timestep_sigmas
+from backend.directing import channel_groups
 from backend.errors import ThunderError
+from backend.motion import motion_dim
 
 
 class SamplingError(ThunderError):
@@ -35,6 +37,7 @@ MAX_STEPS = 1000
 MAX_GUIDANCE = 10.0
 MAX_SMOOTHING = 3.0  # frames; backend.flicker_filter.MAX_SIGMA (past it the filter blurs the syllables)
 BLINK_MODES = ("natural", "model")
+GUIDANCE_CHANNELS = ("all", "lips")
 MAX_WINDOW = 1000  # frames; a model's network may take fewer (its max_frames), which check() is told
 
 
@@ -47,6 +50,8 @@ class SamplingSettings:
     emotion_guidance: float = 1.0    # the same on emotion
     guidance_max_noise: float | None = None  # audio guidance only at noise levels (sigma) at or below this;
                                      # None: at every step (backend.diffusion.denoisers.NoiseIntervalDenoiser)
+    guidance_channels: str = "all"   # all | lips: audio guidance on every channel, or on the lips' only (the
+                                     # mouth and jaw, backend.directing.channel_groups), the rest left free
     emotion: str = "neutral"
     intensity: float = 0.0
     window: int = 100                # frames per window (4 s)
@@ -79,6 +84,9 @@ class SamplingSettings:
         if self.guidance_max_noise is not None and not self.guidance_max_noise >= 0.0:
             raise SamplingError(f"the guidance noise limit {self.guidance_max_noise:g} must be 0 or more "
                                 "(none: guidance at every step)")
+        if self.guidance_channels not in GUIDANCE_CHANNELS:
+            raise SamplingError(f"unknown guidance channels '{self.guidance_channels}'; choose "
+                                f"{' or '.join(GUIDANCE_CHANNELS)}")
         if not 0.0 <= self.smoothing <= MAX_SMOOTHING:
             raise SamplingError(f"smoothing {self.smoothing:g} frames is outside 0..{MAX_SMOOTHING:g} (0: none)")
         if self.blinks not in BLINK_MODES:
@@ -97,10 +105,13 @@ class GuidedNetwork:
     """The denoiser network with classifier-free guidance folded in: `(x_t, t, **cond) -> x0`.
 
     x0 = x0(no audio) + g_a (x0(audio) - x0(no audio)) + (g_e - 1) (x0(audio) - x0(audio, no emotion));
-    only the calls a guidance scale other than 1 needs are made, batched into one network call."""
+    only the calls a guidance scale other than 1 needs are made, batched into one network call.
+    `audio_channels` ((D,) bool, optional): the channels the audio guidance acts on; the others keep
+    x0(audio), as unguided sampling has them."""
 
-    def __init__(self, network, guidance: float, emotion_guidance: float):
+    def __init__(self, network, guidance: float, emotion_guidance: float, audio_channels=None):
         self.network, self.guidance, self.emotion_guidance = network, guidance, emotion_guidance
+        self.audio_channels = audio_channels
 
     def __call__(self, x_t, t, audio, emotion, intensity, style, known, known_mask):
         batch = x_t.shape[0]
@@ -119,6 +130,8 @@ class GuidedNetwork:
         x0, k = out[0], 1
         if self.guidance != 1.0:
             x0 = out[k] + self.guidance * (out[0] - out[k])
+            if self.audio_channels is not None:
+                x0 = torch.where(self.audio_channels.to(x0.device), x0, out[0])
             k += 1
         if self.emotion_guidance != 1.0:
             x0 = x0 + (self.emotion_guidance - 1.0) * (out[0] - out[k])
@@ -153,9 +166,10 @@ def model_settings(model) -> SamplingSettings:
 @torch.no_grad()
 def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: SamplingSettings | None = None,
                  style: torch.Tensor | None = None, callback: Callback = None,
-                 imposed: KnownMotion | None = None) -> torch.Tensor:
+                 imposed: KnownMotion | None = None, expression_names=None) -> torch.Tensor:
     """Sample one take per seed for audio features (T, A). Returns denormalized packed motion (K, T, D) on
     the CPU. `callback(SamplerStep)` sees every step; raising `Cancelled` in it stops between steps.
+    `expression_names`: the head's, which guidance on the lips only (settings.guidance_channels) needs.
 
     `imposed` (T frames): values kept at every step (`KnownValueDenoiser`); frames known in every channel
     are also handed to the network as known motion, as the previous window's context is."""
@@ -166,8 +180,14 @@ def sample_takes(model, features: torch.Tensor, seeds: list[int], settings: Samp
     if n_frames == 0:
         return torch.zeros(n_takes, 0, dim)
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    denoiser = VPDenoiser(GuidedNetwork(model.denoiser, settings.guidance, settings.emotion_guidance),
-                          model.train_sigmas)
+    audio_channels = None
+    if settings.guidance_channels == "lips" and settings.guidance != 1.0:
+        if expression_names is None or motion_dim(len(expression_names)) != dim:
+            raise SamplingError("guidance on the lips only needs the head's expression names, one per "
+                                "expression of the model")
+        audio_channels = torch.from_numpy(channel_groups(expression_names)["lips"])
+    denoiser = VPDenoiser(GuidedNetwork(model.denoiser, settings.guidance, settings.emotion_guidance,
+                                        audio_channels), model.train_sigmas)
     if settings.guidance_max_noise is not None and settings.guidance != 1.0:
         unguided = VPDenoiser(GuidedNetwork(model.denoiser, 1.0, settings.emotion_guidance), model.train_sigmas)
         denoiser = NoiseIntervalDenoiser(denoiser, unguided, settings.guidance_max_noise)

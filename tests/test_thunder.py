@@ -27,6 +27,7 @@ from backend.diffusion.network import DenoiserConfig, MotionDenoiser
 from backend.errors import ThunderError
 from backend.head import load_head
 from backend.motion import pack_motion
+from backend.directing import channel_groups
 from backend.take_sampling import SamplingError, SamplingSettings, sample_takes, sampling_sigmas, window_starts
 from backend.thunder_model import ThunderModel, load_model
 from training.corpus.format import open_corpus
@@ -529,6 +530,27 @@ def test_guidance_in_a_noise_interval_guides_only_the_low_noise_steps(thunder_f,
     assert not torch.allclose(takes[between], unguided) and not torch.allclose(takes[between], guided)
     with pytest.raises(SamplingError, match="guidance noise limit -1 must be 0 or more"):
         sample_takes(model, features, [0], dataclasses.replace(settings, guidance_max_noise=-1.0))
+
+
+def test_guidance_on_the_lips_only_leaves_the_other_channels_unguided(thunder_f, head):
+    """guidance_channels="lips": at every step the mouth and jaw channels get the guided x0 and the others
+    the plain conditional one, so with one step (x0 is the take) the take is the guided one on the lips and
+    the unguided one elsewhere."""
+    model = load_model(thunder_f, head)
+    features = torch.randn(20, 16, generator=torch.Generator().manual_seed(1))
+    settings = SamplingSettings(steps=1, sampler="ddim", window=24, guidance=3.0)
+    lips = torch.from_numpy(channel_groups(head.expression_names)["lips"])
+    assert 0 < lips.sum() < lips.numel()
+    guided = sample_takes(model, features, [5], settings)
+    unguided = sample_takes(model, features, [5], dataclasses.replace(settings, guidance=1.0))
+    on_lips = sample_takes(model, features, [5], dataclasses.replace(settings, guidance_channels="lips"),
+                           expression_names=head.expression_names)
+    assert torch.allclose(on_lips[..., lips], guided[..., lips]) and torch.allclose(on_lips[..., ~lips], unguided[..., ~lips])
+    assert not torch.allclose(guided[..., lips], unguided[..., lips])
+    with pytest.raises(SamplingError, match="needs the head's expression names"):
+        sample_takes(model, features, [5], dataclasses.replace(settings, guidance_channels="lips"))
+    with pytest.raises(SamplingError, match="unknown guidance channels 'mouth'; choose all or lips"):
+        sample_takes(model, features, [5], dataclasses.replace(settings, guidance_channels="mouth"))
 
 
 def test_an_unknown_emotion_is_refused(thunder_f, head):

@@ -51,9 +51,10 @@ def cmd_eval(args) -> int:
 
     varied = {"steps": values(args.steps, int, "--steps"), "guidance": values(args.guidance, float, "--guidance"),
               "guidance_max_noise": values(args.guidance_max_noise, float, "--guidance-max-noise"),
+              "guidance_channels": values(args.guidance_channels, str, ""),
               "smoothing": values(args.smoothing, float, "--smoothing"), "blinks": values(args.blinks, str, "")}
-    tags = {"steps": "@{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}", "smoothing": "s{:g}",
-            "blinks": "{}"}
+    tags = {"steps": "@{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}", "guidance_channels": "{}",
+            "smoothing": "s{:g}", "blinks": "{}"}
     rows = {}   # one per model and setting given as a list
     for name, model in models.items():
         for combo in itertools.product(*varied.values()):
@@ -156,6 +157,8 @@ def register_eval(subcommands) -> None:
                    "list (1,2) gives one row per scale")
     p.add_argument("--guidance-max-noise", help="audio guidance only at noise levels (sigma) at or below this "
                    "(default: the model's own; every step); a list (1,6) gives one row per limit")
+    p.add_argument("--guidance-channels", help="all or lips: what the audio guidance acts on (default: the "
+                   "model's own); all,lips gives one row per choice")
     p.add_argument("--m2s", default=None, help="M2S model for unit accuracy (default: the shipped one; '' to skip)")
     p.add_argument("--head", default="builtin")
     p.add_argument("--max-clips", type=int, default=0)

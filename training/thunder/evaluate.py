@@ -46,7 +46,7 @@ def clip_takes(model, head, audio: np.ndarray, seeds, settings: SamplingSettings
     them (backend/finishing.py; settings.smoothing 0 and blinks "model": the raw samples)."""
     settings = settings or model_settings(model)
     features = model.encode(audio)
-    motion = sample_takes(model, features, list(seeds), settings).numpy()
+    motion = sample_takes(model, features, list(seeds), settings, expression_names=head.expression_names).numpy()
     return finish_takes(motion, head, settings, list(seeds), audio)
 
 
@@ -197,6 +197,7 @@ class RealSpeechTally:
     bilabials: int = 0
     never_open: int = 0
     open_vowels: int = 0
+    vowel_peak_sum_mm: float = 0.0  # the widest opening of each open vowel, summed over them
     spikes: int = 0
     second_diff_sum: float = 0.0  # mm, summed over the frames that have two neighbours
     second_diff_frames: int = 0
@@ -227,6 +228,7 @@ class RealSpeechTally:
                "open_vowels": self.open_vowels,
                "closure_rate": ratio(self.closed, self.bilabials),
                "never_open_fraction": ratio(self.never_open, self.open_vowels),
+               "open_vowel_peak_mm": ratio(self.vowel_peak_sum_mm, self.open_vowels),
                "spikes_per_s": ratio(self.spikes, self.take_seconds),
                "second_diff_mm": ratio(self.second_diff_sum, self.second_diff_frames),
                "envelope_r": ratio(self.envelope_r_sum, self.envelope_r_count)}
@@ -258,11 +260,13 @@ def real_speech_tally(head, sets, clip, takes_vertices: list, expressions=None,
             envelope = audio_envelope(clip.audio, len(opening))
         closed = metrics.bilabial_closures(distance, clip.phones, margin_frames=metrics.REAL_SPEECH_CLOSURE_MARGIN)
         never = metrics.open_vowels_never_open(distance, clip.phones)
+        peaks = metrics.open_vowel_peaks_mm(distance, clip.phones)
         tally.take_seconds += clip.seconds
         tally.closed += int(closed.sum())
         tally.bilabials += closed.size
         tally.never_open += int(never.sum())
         tally.open_vowels += never.size
+        tally.vowel_peak_sum_mm += float(peaks.sum())
         tally.spikes += metrics.lip_spikes(opening).size
         frames = max(len(opening) - 2, 0)
         tally.second_diff_sum += metrics.mean_abs_second_difference(opening) * frames
@@ -382,6 +386,7 @@ def _blink_range(figures: dict) -> str:
 
 
 REAL_SPEECH_COLUMNS = (("closure_rate", "closure", "{:.3f}"), ("never_open_fraction", "never-open", "{:.1%}"),
+                       ("open_vowel_peak_mm", "vowel mm", "{:.1f}"),
                        ("spikes_per_s", "spikes/s", "{:.2f}"), ("second_diff_mm", "|d2| mm", "{:.3f}"),
                        ("second_diff_vs_baseline", "|d2| / base", "{:.2f}"), ("envelope_r", "envelope r", "{:.3f}"),
                        ("upper_face_spread_mm", "UF spread mm", "{:.3f}"),
