@@ -300,8 +300,15 @@ def splice_range(old_parts: dict, new_parts: dict, plan: RangePlan, free_channel
     return out
 
 
+# Sampling settings added after takes were first written, with the value every take made before them had:
+# such a take was guided (if at all) on every step and channel, whatever the model's defaults are now.
+SETTINGS_BEFORE_THEY_WERE_RECORDED = {"guidance_max_noise": None, "guidance_channels": "all"}
+
+
 def split_take_settings(settings: dict) -> tuple[dict, list[Constraint]]:
     """A take's settings as (sampling settings, constraints): the record also holds the constraints and, for
-    a range resample, where it came from, neither of which is a sampling setting."""
+    a range resample, where it came from, neither of which is a sampling setting. A setting the take does not
+    record gets the value it was made with (SETTINGS_BEFORE_THEY_WERE_RECORDED)."""
     sampling = {k: v for k, v in settings.items() if k not in ("constraints", "resampled_from")}
+    sampling = {**SETTINGS_BEFORE_THEY_WERE_RECORDED, **sampling}
     return sampling, constraints_from_json(settings.get("constraints"))

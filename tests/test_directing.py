@@ -1,6 +1,7 @@
 """Directing a take (backend/directing.py): the known-value denoiser, range resample and constraints, from the
 sampler up to `thunder generate` and the service. Blender's side: tests/test_blender_addon.py."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -154,6 +155,18 @@ def test_range_resample_is_the_old_take_outside_the_range(shipped, old_take, onl
     assert np.abs(a[start:end][:, free] - b[start:end][:, free]).max() > 1e-3
     assert new.fps == old_take.fps and new.audio == old_take.audio and new.seed == 11
     assert new.settings["resampled_from"] == {"seed": 3, "start": start, "end": end, "only": only}
+
+
+def test_a_take_made_before_the_guidance_interval_is_resampled_as_it_was_guided(shipped):
+    """The shipped model now guides the lips at low noise only; a guided take written before those settings
+    existed (its settings lack them) was guided on every step and channel, and its range is resampled so."""
+    take = shipped.generate(EXAMPLE, seeds=[3], fps=24.0, settings={"guidance": 2.0})[0]
+    assert (take.settings["guidance_max_noise"], take.settings["guidance_channels"]) == (2.0, "lips")
+    written_before = dataclasses.replace(take, settings={k: v for k, v in take.settings.items()
+                                                         if not k.startswith("guidance_")})
+    new = shipped.resample_range(written_before, EXAMPLE, 40, 90, seeds=[11])[0]
+    assert (new.settings["guidance_max_noise"], new.settings["guidance_channels"]) == (None, "all")
+    assert shipped.resample_range(take, EXAMPLE, 40, 90, seeds=[11])[0].settings["guidance_channels"] == "lips"
 
 
 def test_range_resample_refuses_another_audio_and_a_range_off_the_take(shipped, old_take, tmp_path):
