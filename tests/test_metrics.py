@@ -216,6 +216,16 @@ def test_an_open_vowel_that_never_opens_past_two_mm_is_counted_and_other_vowels_
     assert open_vowels_never_open(exactly_two, [("AH", 0.0, 0.4)]).tolist() == [True]  # "<= 2 mm"
 
 
+def test_an_open_vowels_peak_is_its_widest_frame_in_mm():
+    from training.metrics import open_vowel_peaks_mm
+
+    distance = np.full(30, 0.0015)
+    distance[21], distance[22] = 0.006, 0.009   # inside the second AA (frames 20-24)
+    distance[26] = 0.02                          # in the AE after it (frames 25-29)
+    phones = [("M", 0.0, 0.2), ("AA1", 0.2, 0.4), ("IY", 0.4, 0.8), ("AA", 0.8, 1.0), ("AE", 1.0, 1.2)]
+    assert np.allclose(open_vowel_peaks_mm(distance, phones), [1.5, 9.0, 20.0])
+
+
 def test_lip_spikes_find_one_frame_jumps_both_ways_and_not_steps_or_small_bumps():
     from training.metrics import lip_spikes
 

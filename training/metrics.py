@@ -44,7 +44,8 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
   - open_vowels_never_open: for each open-vowel segment (OPEN_VOWELS: AA AE AH AO AW AY, the vowels of
     the baseline's open "A" viseme plus AO; pocketsphinx drops stress, so AH includes the schwa), whether
     the lip opening stays at or below NEVER_OPEN_MM (2 mm) on every frame of the segment (no margin: a
-    vowel must open while it is heard). EH (mid) and ER (r-coloured, rounded) are left out: many speakers
+    vowel must open while it is heard). open_vowel_peaks_mm gives each segment's widest opening; their mean,
+    against the baseline's, tells a mouth that opens too wide (audio guidance does). EH (mid) and ER (r-coloured, rounded) are left out: many speakers
     say them with the lips nearly together.
   - lip_spikes: frames more than SPIKE_MM (4 mm) above both neighbours or below both (a one-frame flicker);
     spike rate = spikes per second of audio.
@@ -161,14 +162,19 @@ def bilabial_closure_rate(distance: np.ndarray, phones, fps: float = 25.0,
 # Real speech: figures that need no reference motion (module docstring)
 
 
+def open_vowel_peaks_mm(distance: np.ndarray, phones, fps: float = 25.0) -> np.ndarray:
+    """For each open-vowel segment (OPEN_VOWELS) of `phones`: the widest lip opening (mm) on its frames, from
+    the lip distance in metres. One float per segment."""
+    distance = np.asarray(distance, dtype=np.float64)
+    return np.array([distance[segment_frames(start, end, distance.size, fps)].max() * MM
+                     for start, end in segments_of(phones, OPEN_VOWELS)], dtype=np.float64)
+
+
 def open_vowels_never_open(distance: np.ndarray, phones, fps: float = 25.0,
                            max_mm: float = NEVER_OPEN_MM) -> np.ndarray:
     """For each open-vowel segment (OPEN_VOWELS) of `phones`: whether the lip distance (metres) stays at or
     below `max_mm` on all of the segment's frames. A bool array, one per segment."""
-    distance = np.asarray(distance, dtype=np.float64)
-    never = [bool(distance[segment_frames(start, end, distance.size, fps)].max() * MM <= max_mm)
-             for start, end in segments_of(phones, OPEN_VOWELS)]
-    return np.array(never, dtype=bool)
+    return open_vowel_peaks_mm(distance, phones, fps) <= max_mm
 
 
 def lip_spikes(opening, jump: float = SPIKE_MM) -> np.ndarray:
