@@ -275,12 +275,14 @@ def stage_split(sent_to_result: float, progress: list[tuple[float, dict]]) -> di
 
 
 def measure_generate(client: ServiceClient, audio: Path, takes: int, repeats: int,
-                     timeout: float = REPLY_TIMEOUT) -> dict:
-    """`repeats` generate requests for `audio` with `takes` takes: end-to-end times, stages, peak memory."""
+                     timeout: float = REPLY_TIMEOUT, settings: dict | None = None) -> dict:
+    """`repeats` generate requests for `audio` with `takes` takes (and sampling `settings`, default the
+    model's): end-to-end times, stages, peak memory."""
     times, stages, peaks = [], [], []
     for _ in range(repeats):
         reset_peak_memory(client.pid)
-        seconds, result, progress = client.ask("generate", timeout=timeout, audio=str(audio), takes=takes)
+        seconds, result, progress = client.ask("generate", timeout=timeout, audio=str(audio), takes=takes,
+                                               **({"settings": settings} if settings else {}))
         peaks.append(process_memory(client.pid)["VmHWM"])
         if len(result.get("takes", ())) != takes:
             raise BenchError(f"a generate asked for {takes} takes and got {result}")
@@ -363,9 +365,10 @@ def machine_info() -> dict:
 def run_bench(checkpoint: str | Path, device: str = "cpu", repeats: int = 5, threads: int | None = None,
               short_seconds: float = SHORT_SECONDS, long_seconds: float = LONG_SECONDS,
               memory_seconds=MEMORY_SECONDS, folder: str | Path | None = None, env: dict | None = None,
-              log=print) -> dict:
+              log=print, settings: dict | None = None) -> dict:
     """Every figure, as a JSON-ready dict (see the module's docstring). `folder` holds the speech files and the
-    service logs (default: a temp folder, removed afterwards)."""
+    service logs (default: a temp folder, removed afterwards). `settings`: sampling settings the generate
+    figures ask for (default: the model's own)."""
     if repeats < 1:
         raise BenchError("--repeats must be at least 1")
     own_folder = folder is None
@@ -374,7 +377,7 @@ def run_bench(checkpoint: str | Path, device: str = "cpu", repeats: int = 5, thr
     command = serve_command(checkpoint, device, threads)
     results = {"machine": machine_info(), "checkpoint": str(checkpoint), "device": device, "repeats": repeats,
                "threads": threads, "service_command": shlex.join(command), "targets": TARGETS,
-               "figures": {}}
+               "settings": settings or {}, "figures": {}}
     client = None
     try:
         audios, results["speech"] = make_speech(folder / "speech",
@@ -395,7 +398,7 @@ def run_bench(checkpoint: str | Path, device: str = "cpu", repeats: int = 5, thr
                                      ("generate_short_4", short_seconds, BATCH_TAKES),
                                      ("generate_long_1", long_seconds, 1)):
             log(f"generate {seconds:g} s, {takes} take(s): {repeats} x ...")
-            figures[name] = measure_generate(client, audios[seconds], takes, repeats)
+            figures[name] = measure_generate(client, audios[seconds], takes, repeats, settings=settings)
         log(f"range resample of {RANGE_SECONDS:g} s in a {long_seconds:g} s take: {repeats} x ...")
         figures["range_resample"] = measure_range_resample(client, audios[long_seconds], repeats, folder)
         log(f"peak memory: one generate each of {', '.join(f'{s:g}' for s in sorted(memory_seconds))} s ...")
@@ -430,7 +433,8 @@ def format_report(results: dict, command_line: str) -> str:
              f"--threads {results['threads'] or 'torch default'}",
              "software: " + ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items()),
              f"model:    {model.get('name')} ({model.get('hash')}) at {results['checkpoint']}; device "
-             f"{results['device']}; sampling {model.get('sampling')}",
+             f"{results['device']}; sampling {model.get('sampling')}"
+             + (f"; the generate figures ask for {results['settings']}" if results.get("settings") else ""),
              f"speech:   {results['speech']}"]
     lines += ["", f"{'figure':44} {'median':>8} {'min':>8} {'max':>8}   target"]
 
@@ -529,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=5, help="runs per figure; the median is reported "
                                                                "(default 5)")
     parser.add_argument("--threads", type=int, help="the service's --threads (default: torch's choice)")
+    parser.add_argument("--guidance", type=float, help="the generate figures ask for this audio guidance (default: "
+                        "the model's own sampling)")
     parser.add_argument("--json", metavar="OUT", help="also write every figure and run to this JSON file")
     parser.add_argument("--profile", action="store_true", help="instead: profile one 10 s / 1 take generate "
                                                                "in-process and print the top 15 entries")
@@ -550,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             print(profile_generate(checkpoint, args.device, threads=args.threads))
             return 0
         results = run_bench(checkpoint, args.device, args.repeats, args.threads,
-                            log=lambda text: print(text, file=sys.stderr, flush=True))
+                            log=lambda text: print(text, file=sys.stderr, flush=True),
+                            settings={"guidance": args.guidance} if args.guidance is not None else None)
     except (BenchError, ThunderError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

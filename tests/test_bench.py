@@ -68,3 +68,25 @@ def test_the_bench_measures_every_figure_and_writes_them(tiny_model, tmp_path, m
 def test_profile_prints_the_top_entries(tiny_model):
     report = bench.profile_generate(tiny_model, "cpu", seconds=2.0, top=15, threads=1)
     assert "cumulative" in report and "generate" in report
+
+
+def test_the_generate_figures_ask_for_the_settings_given(tmp_path, monkeypatch):
+    """--guidance G: every timed generate request carries the settings; without it, none (the model's own)."""
+    asked = []
+
+    class Client:
+        pid = 0
+
+        def ask(self, kind, timeout=None, **fields):
+            asked.append(fields)
+            return 0.5, {"takes": [{}] * fields["takes"], "seconds": 0.4}, []
+
+    monkeypatch.setattr(bench, "reset_peak_memory", lambda pid: True)
+    monkeypatch.setattr(bench, "process_memory", lambda pid: {"VmHWM": 1.0})
+    monkeypatch.setattr(bench, "_wav_seconds", lambda path: 10.0)
+    figure = bench.measure_generate(Client(), tmp_path / "a.wav", 4, 2, settings={"guidance": 2.0})
+    assert figure["takes"] == 4 and [a["settings"] for a in asked] == [{"guidance": 2.0}] * 2
+    asked.clear()
+    bench.measure_generate(Client(), tmp_path / "a.wav", 1, 1)
+    assert "settings" not in asked[0]
+    assert bench.build_parser().parse_args(["--guidance", "2"]).guidance == 2.0
