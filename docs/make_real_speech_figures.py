@@ -12,6 +12,7 @@ docs/real_speech_lip_opening.png (the recording itself stays out of the reposito
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from backend.audio import audio_envelope
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
 from backend.motion import pack_motion
-from backend.take_sampling import SamplingSettings
+from backend.take_sampling import model_settings
 from backend.thunder_model import load_model
 from training import metrics
 from training.baseline import baseline_motion
@@ -46,7 +47,8 @@ def lip_opening_figure(clip, openings: dict[str, np.ndarray], path: Path) -> Non
         top.axvspan(start, end, color="tab:red", alpha=0.22, lw=0)
     for start, end in metrics.segments_of(clip.phones, metrics.OPEN_VOWELS):
         top.axvspan(start, end, color="tab:green", alpha=0.16, lw=0)
-    styles = {0: dict(color="black", lw=1.6), 1: dict(color="tab:blue", lw=1.3, ls="--")}
+    styles = {0: dict(color="black", lw=1.6), 1: dict(color="tab:blue", lw=1.3, ls="--"),
+              2: dict(color="tab:purple", lw=1.3)}
     for i, (name, opening) in enumerate(openings.items()):
         top.plot(t, opening, label=name, **styles.get(i, {}))
         spikes = metrics.lip_spikes(opening)
@@ -84,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=str(SHIPPED_THUNDER))
     parser.add_argument("--align-cache", default=str(default_cache_dir()))
     parser.add_argument("--seed", type=int, default=0, help="take 1's seed, as thunder eval draws it")
+    parser.add_argument("--guidance", type=float, help="also plot take 1 sampled with this audio guidance (the "
+                        "model's own interval and channels, as `thunder generate --guidance`)")
     parser.add_argument("--out", default=str(DOCS / "real_speech_lip_opening.png"))
     args = parser.parse_args(argv)
 
@@ -93,10 +97,16 @@ def main(argv=None) -> int:
     clip = read_real_clip(audio, audio.parent, transcript, Path(args.align_cache) if args.align_cache else None)
     head = load_head("builtin")
     model = load_model(args.model, head)
-    take = clip_takes(model, head, clip.audio, [args.seed], SamplingSettings())[0]
+    settings = model_settings(model)
+    take = clip_takes(model, head, clip.audio, [args.seed], settings)[0]
     base = pack_motion(**baseline_motion(clip.phones, take.shape[0], head))
     openings = {"THUNDER take 1": metrics.lip_distance(face_vertices(head, take), head.landmarks) * metrics.MM,
                 "phoneme baseline": metrics.lip_distance(face_vertices(head, base), head.landmarks) * metrics.MM}
+    if args.guidance is not None:
+        guided = clip_takes(model, head, clip.audio, [args.seed],
+                            dataclasses.replace(settings, guidance=args.guidance))[0]
+        openings[f"take 1, guidance {args.guidance:g}"] = (
+            metrics.lip_distance(face_vertices(head, guided), head.landmarks) * metrics.MM)
     lip_opening_figure(clip, openings, Path(args.out))
     print(f"wrote {args.out}")
     return 0
