@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import math
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -127,15 +127,12 @@ def settings_with(base: SamplingSettings, changes: Mapping) -> SamplingSettings:
     an unknown name or a value of the wrong kind is a GenerateError. An emotion other than neutral given
     without an intensity gets intensity 1, so that asking for an emotion shows it."""
     values = dataclasses.asdict(base)
-    kinds = {field.name: str(field.type) for field in dataclasses.fields(SamplingSettings)}  # "float | None"
+    kinds = get_type_hints(SamplingSettings)   # float, or float | None for a setting that may be unset
     for name, value in changes.items():
         if name not in values:
             raise GenerateError(f"unknown sampling setting '{name}'; the settings are {', '.join(values)}")
-        kind, _, optional = kinds[name].partition(" | ")
-        if value is None and optional == "None":
-            values[name] = None
-        else:
-            values[name] = _typed_setting(name, value, {"str": str, "int": int, "float": float}[kind])
+        kind, *none = get_args(kinds[name]) or (kinds[name],)
+        values[name] = None if value is None and none else _typed_setting(name, value, kind)
     if "emotion" in changes and "intensity" not in changes and values["emotion"] != "neutral":
         values["intensity"] = 1.0
     return SamplingSettings(**values)

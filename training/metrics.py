@@ -44,9 +44,9 @@ Definitions follow docs/method.md. Vertices are (T, V, 3) in metres; a clip's fr
   - open_vowels_never_open: for each open-vowel segment (OPEN_VOWELS: AA AE AH AO AW AY, the vowels of
     the baseline's open "A" viseme plus AO; pocketsphinx drops stress, so AH includes the schwa), whether
     the lip opening stays at or below NEVER_OPEN_MM (2 mm) on every frame of the segment (no margin: a
-    vowel must open while it is heard). open_vowel_peaks_mm gives each segment's widest opening; their mean,
-    against the baseline's, tells a mouth that opens too wide (audio guidance does). EH (mid) and ER (r-coloured, rounded) are left out: many speakers
-    say them with the lips nearly together.
+    vowel must open while it is heard). EH (mid) and ER (r-coloured, rounded) are left out: many speakers
+    say them with the lips nearly together. open_vowel_peaks_mm gives each segment's widest opening; their
+    mean, against the baseline's, tells a mouth that opens too wide (audio guidance does).
   - lip_spikes: frames more than SPIKE_MM (4 mm) above both neighbours or below both (a one-frame flicker);
     spike rate = spikes per second of audio.
   - mean_abs_second_difference: mean over frames of |x[t+1] - 2 x[t] + x[t-1]| (of the opening: mm per
