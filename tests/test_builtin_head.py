@@ -393,10 +393,17 @@ def test_blink_closes_the_lids_over_the_eyeball(model, head):
 
 # -- the generator -----------------------------------------------------------------------------------------
 def test_generator_reproduces_the_committed_asset(tmp_path, head):
+    """Integers (faces, parents, indices) exactly; floats to their last bit or so. numpy's vectorised loops
+    differ between CPUs (AVX2, AVX-512), and the same generator wrote a shapedirs 8e-11 m (one float32 step)
+    off the committed one on an AMD EPYC machine. The committed asset, not a regenerated one, is the head
+    models carry the identity of."""
     out = tmp_path / "head.npz"
     build.main([str(out)])
     with np.load(out, allow_pickle=False) as fresh:
         assert sorted(fresh.files) == sorted(head)
         for key in head:
             assert fresh[key].dtype == head[key].dtype, key
-            assert np.array_equal(fresh[key], head[key]), key
+            if np.issubdtype(head[key].dtype, np.floating):
+                np.testing.assert_allclose(fresh[key], head[key], rtol=1e-6, atol=1e-9, err_msg=key)
+            else:
+                assert np.array_equal(fresh[key], head[key]), key
