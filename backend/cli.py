@@ -144,8 +144,9 @@ def cmd_generate(args) -> int:
     if old_take is not None:
         fps = old_take.fps
     generator = Generator(args.checkpoint, args.head, args.device, args.max_seconds or None)
-    changes = {name: getattr(args, name) for name in ("steps", "guidance", "guidance_max_noise", "guidance_channels",
-                                                    "emotion", "intensity", "smoothing", "blinks")
+    changes = {name: getattr(args, name) for name in ("steps", "lowest_noise", "guidance", "guidance_max_noise",
+                                                    "guidance_channels", "emotion", "intensity", "smoothing",
+                                                    "blinks")
                if getattr(args, name) is not None}
     settings = generator.settings(changes)
 
@@ -384,7 +385,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--guidance-channels", choices=("all", "lips"),
                           help="what the audio guidance acts on: every channel, or the mouth and jaw only, "
                                "leaving the head and upper face as free as unguided (default: the model's)")
-    generate.add_argument("--steps", type=int, help="sampler steps (default: the model's, 10)")
+    generate.add_argument("--steps", type=int, help="sampler steps (default: the model's, 8)")
+    generate.add_argument("--lowest-noise", type=float, metavar="SIGMA",
+                          help="the noise level of the sampler's last step (default: the model's, 0.5; "
+                               "0.009 is the lowest it was trained on): lower adds frame-to-frame detail")
     generate.add_argument("--smoothing", type=float,
                           help="frames of the flicker filter, which keeps every lip closure (default 1.5; 0: the "
                                "raw samples)")

@@ -301,8 +301,10 @@ def splice_range(old_parts: dict, new_parts: dict, plan: RangePlan, free_channel
 
 
 # Sampling settings added after takes were first written, with the value every take made before them had:
-# such a take was guided (if at all) on every step and channel, whatever the model's defaults are now.
-SETTINGS_BEFORE_THEY_WERE_RECORDED = {"guidance_max_noise": None, "guidance_channels": "all"}
+# such a take was guided (if at all) on every step and channel, and sampled down to the schedule's lowest
+# noise level, whatever the model's defaults are now.
+SETTINGS_BEFORE_THEY_WERE_RECORDED = {"guidance_max_noise": None, "guidance_channels": "all",
+                                      "lowest_noise": None}
 
 
 def split_take_settings(settings: dict) -> tuple[dict, list[Constraint]]:

@@ -35,6 +35,9 @@ MAX_STEPS = 1000
 # Guidance extrapolates between network outputs; past ~10 the motion leaves anything the model was trained on,
 # and at 1e30 it overflows to NaN (which used to be blamed on a damaged checkpoint).
 MAX_GUIDANCE = 10.0
+# The highest last noise level allowed: the motion is normalized to unit variance, so past ~10 the last step's
+# x0 is close to the mean motion for the words (their conditional mean), with little of a take's own.
+MAX_LOWEST_NOISE = 10.0
 MAX_SMOOTHING = 3.0  # frames; backend.flicker_filter.MAX_SIGMA (past it the filter blurs the syllables)
 BLINK_MODES = ("natural", "model")
 GUIDANCE_CHANNELS = ("all", "lips")
@@ -46,6 +49,9 @@ class SamplingSettings:
     steps: int = 10
     sampler: str = "dpmpp_2m"        # ddim | heun | dpmpp_2m
     spacing: str = "karras"          # karras | timesteps (DDIM's even spacing in t)
+    lowest_noise: float | None = None  # the noise level (sigma) of the last step, whose x0 is the take; None:
+                                     # the training schedule's lowest. The steps below ~0.5 add frame-to-frame
+                                     # detail, not motion: they reopen short lip closures (docs/results.md)
     guidance: float = 1.0            # classifier-free guidance on audio; 1 = none (one network call)
     emotion_guidance: float = 1.0    # the same on emotion
     guidance_max_noise: float | None = None  # audio guidance only at noise levels (sigma) at or below this;
@@ -81,6 +87,9 @@ class SamplingSettings:
         longest = max_window or MAX_WINDOW
         if not 2 <= self.window <= longest:
             raise SamplingError(f"a window of {self.window} frames: choose between 2 and {longest}")
+        if self.lowest_noise is not None and not 0.0 < self.lowest_noise <= MAX_LOWEST_NOISE:
+            raise SamplingError(f"the lowest noise level {self.lowest_noise:g} is outside 0..{MAX_LOWEST_NOISE:g} "
+                                "(none: the model's lowest)")
         if self.guidance_max_noise is not None and not self.guidance_max_noise >= 0.0:
             raise SamplingError(f"the guidance noise limit {self.guidance_max_noise:g} must be 0 or more "
                                 "(none: guidance at every step)")
@@ -96,9 +105,13 @@ class SamplingSettings:
 
 
 def sampling_sigmas(train_sigmas: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
+    """The sampler's noise levels, descending to 0: `steps` of them from the schedule's highest down to
+    `lowest_noise` (or the schedule's lowest, `train_sigmas` ascending)."""
+    lowest = float(train_sigmas[0]) if settings.lowest_noise is None else settings.lowest_noise
     if settings.spacing == "karras" and settings.steps > 1:
-        return karras_sigmas(settings.steps, float(train_sigmas[0]), float(train_sigmas[-1]))
-    return timestep_sigmas(train_sigmas, settings.steps)
+        return karras_sigmas(settings.steps, min(lowest, float(train_sigmas[-1])), float(train_sigmas[-1]))
+    kept = train_sigmas[train_sigmas >= lowest]
+    return timestep_sigmas(kept if len(kept) else train_sigmas[-1:], settings.steps)
 
 
 class GuidedNetwork:

@@ -532,6 +532,34 @@ def test_guidance_in_a_noise_interval_guides_only_the_low_noise_steps(thunder_f,
         sample_takes(model, features, [0], dataclasses.replace(settings, guidance_max_noise=-1.0))
 
 
+def test_the_lowest_noise_level_is_where_the_sampler_stops(thunder_f, head):
+    """lowest_noise: the last step starts from that noise level and its x0 is the take. With Karras spacing,
+    8 steps down to the 10-step schedule's eighth level are those first 8 levels exactly (the spacing is even
+    in sigma^(1/7)); DDIM's timestep spacing keeps only training levels at or above it; a take sampled so is
+    the plain sampler's x0 at that level; a level outside 0..10 is refused in one sentence."""
+    model = load_model(thunder_f, head)
+    ten = sampling_sigmas(model.train_sigmas, SamplingSettings(steps=10))
+    eight = sampling_sigmas(model.train_sigmas, SamplingSettings(steps=8, lowest_noise=float(ten[7])))
+    torch.testing.assert_close(eight[:-1], ten[:8])
+    assert eight[-1] == 0 and len(eight) == 9
+    spaced = sampling_sigmas(model.train_sigmas, SamplingSettings(steps=6, spacing="timesteps", lowest_noise=0.5))
+    assert spaced[-1] == 0 and spaced[:-1].min() >= 0.5 and len(spaced) == 7
+    assert float(sampling_sigmas(model.train_sigmas, SamplingSettings(steps=4))[-2]) == pytest.approx(
+        float(model.train_sigmas[0]), rel=1e-5)   # None: the schedule's lowest, as before
+
+    features = torch.randn(20, 16, generator=torch.Generator().manual_seed(0))
+    settings = SamplingSettings(steps=8, sampler="ddim", window=24, lowest_noise=float(ten[7]))
+    last_x0 = []
+    take = sample_takes(model, features, [5], settings, callback=lambda step: last_x0.append(step.denoised))
+    assert len(last_x0) == 8
+    torch.testing.assert_close(take[0], model.stats.denormalize(last_x0[-1][0]))
+    full = sample_takes(model, features, [5], dataclasses.replace(settings, steps=10, lowest_noise=None))
+    assert not torch.allclose(take, full)
+    for bad in (0.0, -1.0, 11.0, float("nan")):
+        with pytest.raises(SamplingError, match="lowest noise level .* is outside 0..10"):
+            sample_takes(model, features, [0], dataclasses.replace(settings, lowest_noise=bad))
+
+
 def test_guidance_on_the_lips_only_leaves_the_other_channels_unguided(thunder_f, head):
     """guidance_channels="lips": at every step the mouth and jaw channels get the guided x0 and the others
     the plain conditional one, so with one step (x0 is the take) the take is the guided one on the lips and

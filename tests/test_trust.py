@@ -178,11 +178,13 @@ def test_range_checks_happen_at_the_edge_once(generator, speech):
                           ({"settings": {"guidance_max_noise": "low"}},
                            "'guidance_max_noise' must be a finite number, not 'low'"),
                           ({"settings": {"guidance": 2, "guidance_max_noise": -1}},
-                           "guidance noise limit -1 must be 0 or more")):
+                           "guidance noise limit -1 must be 0 or more"),
+                          ({"settings": {"lowest_noise": 0}}, "lowest noise level 0 is outside 0..10")):
         with pytest.raises(ThunderError, match=words):
             generator.generate(speech, **{"settings": {"steps": 1}, **fields})
     # an optional setting given as None is its default (guidance at every step), not a refusal
     assert generator.settings({"guidance_max_noise": None}).guidance_max_noise is None
+    assert generator.settings({"lowest_noise": None}).lowest_noise is None
     with pytest.raises(AudioFileError, match="sample rate 1000000000000"):
         generator.generate(np.zeros(1600, dtype=np.float32), sample_rate=10**12)
 

@@ -49,11 +49,13 @@ def cmd_eval(args) -> int:
         except ValueError:
             raise ThunderError(f"{flag} {given}: give a number or a comma-separated list of numbers") from None
 
-    varied = {"steps": values(args.steps, int, "--steps"), "guidance": values(args.guidance, float, "--guidance"),
+    varied = {"steps": values(args.steps, int, "--steps"),
+              "lowest_noise": values(args.lowest_noise, float, "--lowest-noise"),
+              "guidance": values(args.guidance, float, "--guidance"),
               "guidance_max_noise": values(args.guidance_max_noise, float, "--guidance-max-noise"),
               "guidance_channels": values(args.guidance_channels, str, ""),
               "smoothing": values(args.smoothing, float, "--smoothing"), "blinks": values(args.blinks, str, "")}
-    tags = {"steps": "@{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}", "guidance_channels": "{}",
+    tags = {"steps": "@{:g}", "lowest_noise": "low{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}", "guidance_channels": "{}",
             "smoothing": "s{:g}", "blinks": "{}"}
     rows = {}   # one per model and setting given as a list
     for name, model in models.items():
@@ -147,6 +149,8 @@ def register_eval(subcommands) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", help="sampler steps (default: each model's own); a list (1,2,4,10) gives one row "
                    "per count")
+    p.add_argument("--lowest-noise", help="the noise level of the sampler's last step (default: each model's "
+                   "own); a list (0.009,0.5) gives one row per level")
     p.add_argument("--smoothing", help="frames of the flicker filter "
                    "(backend/flicker_filter.py; default: each model's own, as generate; 0: the raw samples); a list "
                    "(0,1.5) gives one row per amount")
