@@ -387,11 +387,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "leaving the head and upper face as free as unguided (default: the model's)")
     generate.add_argument("--steps", type=int, help="sampler steps (default: the model's, 8)")
     generate.add_argument("--lowest-noise", type=float, metavar="SIGMA",
-                          help="the noise level of the sampler's last step (default: the model's, 0.5; "
-                               "0.009 is the lowest it was trained on): lower adds frame-to-frame detail")
+                          help="the noise level of the sampler's last step (default: the model's, 0.5; 0.001 "
+                               "goes down to the lowest it was trained on): lower adds frame-to-frame detail")
     generate.add_argument("--smoothing", type=float,
-                          help="frames of the flicker filter, which keeps every lip closure (default 1.5; 0: the "
-                               "raw samples)")
+                          help="frames of the flicker filter, which keeps every lip closure (default: the model's, "
+                               "1.25; 0: the raw samples)")
     generate.add_argument("--blinks", choices=("natural", "model"),
                           help="natural (default): the model's blinks, topped up to a human rate drawn per take "
                                "(10-25 a minute, at most 30; backend/blinks.py); model: the model's blinks only")

@@ -106,10 +106,12 @@ class SamplingSettings:
 
 def sampling_sigmas(train_sigmas: torch.Tensor, settings: SamplingSettings) -> torch.Tensor:
     """The sampler's noise levels, descending to 0: `steps` of them from the schedule's highest down to
-    `lowest_noise` (or the schedule's lowest, `train_sigmas` ascending)."""
+    `lowest_noise`, held within the levels the model was trained on (`train_sigmas`, ascending; None: their
+    lowest)."""
     lowest = float(train_sigmas[0]) if settings.lowest_noise is None else settings.lowest_noise
+    lowest = min(max(lowest, float(train_sigmas[0])), float(train_sigmas[-1]))
     if settings.spacing == "karras" and settings.steps > 1:
-        return karras_sigmas(settings.steps, min(lowest, float(train_sigmas[-1])), float(train_sigmas[-1]))
+        return karras_sigmas(settings.steps, lowest, float(train_sigmas[-1]))
     kept = train_sigmas[train_sigmas >= lowest]
     return timestep_sigmas(kept if len(kept) else train_sigmas[-1:], settings.steps)
 

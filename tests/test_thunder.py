@@ -546,6 +546,8 @@ def test_the_lowest_noise_level_is_where_the_sampler_stops(thunder_f, head):
     assert spaced[-1] == 0 and spaced[:-1].min() >= 0.5 and len(spaced) == 7
     assert float(sampling_sigmas(model.train_sigmas, SamplingSettings(steps=4))[-2]) == pytest.approx(
         float(model.train_sigmas[0]), rel=1e-5)   # None: the schedule's lowest, as before
+    below = sampling_sigmas(model.train_sigmas, SamplingSettings(steps=4, lowest_noise=1e-6))
+    torch.testing.assert_close(below, sampling_sigmas(model.train_sigmas, SamplingSettings(steps=4)))
 
     features = torch.randn(20, 16, generator=torch.Generator().manual_seed(0))
     settings = SamplingSettings(steps=8, sampler="ddim", window=24, lowest_noise=float(ten[7]))

@@ -150,7 +150,8 @@ def register_eval(subcommands) -> None:
     p.add_argument("--steps", help="sampler steps (default: each model's own); a list (1,2,4,10) gives one row "
                    "per count")
     p.add_argument("--lowest-noise", help="the noise level of the sampler's last step (default: each model's "
-                   "own); a list (0.009,0.5) gives one row per level")
+                   "own; one at or below the model's lowest trained level, 0.001, is its whole schedule); a list "
+                   "(0.001,0.5) gives one row per level")
     p.add_argument("--smoothing", help="frames of the flicker filter "
                    "(backend/flicker_filter.py; default: each model's own, as generate; 0: the raw samples); a list "
                    "(0,1.5) gives one row per amount")
