@@ -158,15 +158,19 @@ def test_range_resample_is_the_old_take_outside_the_range(shipped, old_take, onl
 
 
 def test_a_take_made_before_the_guidance_interval_is_resampled_as_it_was_guided(shipped):
-    """The shipped model now guides the lips at low noise only; a guided take written before those settings
-    existed (its settings lack them) was guided on every step and channel, and its range is resampled so."""
+    """The shipped model now guides the lips at low noise only and stops sampling at noise 0.5; a guided take
+    written before those settings existed (its settings lack them) was guided on every step and channel and
+    sampled down to the schedule's lowest level, and its range is resampled so."""
     take = shipped.generate(EXAMPLE, seeds=[3], fps=24.0, settings={"guidance": 2.0})[0]
     assert (take.settings["guidance_max_noise"], take.settings["guidance_channels"]) == (2.0, "lips")
+    assert take.settings["lowest_noise"] == 0.5
     written_before = dataclasses.replace(take, settings={k: v for k, v in take.settings.items()
-                                                         if not k.startswith("guidance_")})
+                                                         if not k.startswith("guidance_") and k != "lowest_noise"})
     new = shipped.resample_range(written_before, EXAMPLE, 40, 90, seeds=[11])[0]
     assert (new.settings["guidance_max_noise"], new.settings["guidance_channels"]) == (None, "all")
-    assert shipped.resample_range(take, EXAMPLE, 40, 90, seeds=[11])[0].settings["guidance_channels"] == "lips"
+    assert new.settings["lowest_noise"] is None
+    kept = shipped.resample_range(take, EXAMPLE, 40, 90, seeds=[11])[0].settings
+    assert (kept["guidance_channels"], kept["lowest_noise"]) == ("lips", 0.5)
 
 
 def test_range_resample_refuses_another_audio_and_a_range_off_the_take(shipped, old_take, tmp_path):
