@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from backend.audio import audio_envelope
+from backend.generate import settings_with
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
 from backend.motion import pack_motion
@@ -88,6 +90,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="take 1's seed, as thunder eval draws it")
     parser.add_argument("--guidance", type=float, help="also plot take 1 sampled with this audio guidance (the "
                         "model's own interval and channels, as `thunder generate --guidance`)")
+    parser.add_argument("--also", metavar="JSON", help="also plot take 1 sampled with these changes to the model's "
+                        "settings, a JSON object (e.g. '{\"steps\": 10, \"lowest_noise\": null}')")
+    parser.add_argument("--also-label", default="take 1, other settings", help="the legend of --also's take")
     parser.add_argument("--out", default=str(DOCS / "real_speech_lip_opening.png"))
     args = parser.parse_args(argv)
 
@@ -107,6 +112,9 @@ def main(argv=None) -> int:
                             dataclasses.replace(settings, guidance=args.guidance))[0]
         openings[f"take 1, guidance {args.guidance:g}"] = (
             metrics.lip_distance(face_vertices(head, guided), head.landmarks) * metrics.MM)
+    if args.also:
+        other = clip_takes(model, head, clip.audio, [args.seed], settings_with(settings, json.loads(args.also)))[0]
+        openings[args.also_label] = metrics.lip_distance(face_vertices(head, other), head.landmarks) * metrics.MM
     lip_opening_figure(clip, openings, Path(args.out))
     print(f"wrote {args.out}")
     return 0
