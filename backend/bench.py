@@ -56,8 +56,9 @@ MEMORY_SECONDS = (10.0, 60.0, 600.0)
 BATCH_TAKES = 4
 RANGE_SECONDS = 2.0
 
-# The issue's targets, in seconds. Cold start is "spawn to ready"; the model-loaded time is held to the same.
-TARGETS = {"generate_short_1": 1.0, "generate_short_4": 2.0, "cold_ready": 5.0, "cold_loaded": 5.0,
+# The targets, in seconds: issue 14's for generating (issue 6 had set 1 s and 2 s), issue 6's for the rest. Cold
+# start is "spawn to ready"; the model-loaded time is held to the same.
+TARGETS = {"generate_short_1": 0.5, "generate_short_4": 1.0, "cold_ready": 5.0, "cold_loaded": 5.0,
            "range_resample": 0.3}
 BOUNDED_RATIO = 1.5  # 10 minutes of speech is "bounded" when its peak is at most this times the 60 s peak
 

@@ -51,7 +51,8 @@ class SamplingSettings:
     spacing: str = "karras"          # karras | timesteps (DDIM's even spacing in t)
     lowest_noise: float | None = None  # the noise level (sigma) of the last step, whose x0 is the take; None:
                                      # the training schedule's lowest. The steps below ~0.5 add frame-to-frame
-                                     # detail, not motion: they reopen short lip closures (docs/results.md)
+                                     # detail, not motion: lip flicker, which the flicker filter then smooths
+                                     # away with some closures (docs/results.md, "seventh round")
     guidance: float = 1.0            # classifier-free guidance on audio; 1 = none (one network call)
     emotion_guidance: float = 1.0    # the same on emotion
     guidance_max_noise: float | None = None  # audio guidance only at noise levels (sigma) at or below this;
