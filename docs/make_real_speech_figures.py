@@ -12,7 +12,6 @@ docs/real_speech_lip_opening.png (the recording itself stays out of the reposito
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from backend.audio import audio_envelope
+from backend.errors import ThunderError
 from backend.generate import settings_with
 from backend.head import load_head
 from backend.models import SHIPPED_THUNDER
@@ -103,18 +103,24 @@ def main(argv=None) -> int:
     head = load_head("builtin")
     model = load_model(args.model, head)
     settings = model_settings(model)
+    others = {}   # legend: changes to the model's settings, each plotted as another take 1
+    if args.guidance is not None:
+        others[f"take 1, guidance {args.guidance:g}"] = {"guidance": args.guidance}
+    if args.also:
+        try:
+            others[args.also_label] = json.loads(args.also)
+            settings_with(settings, others[args.also_label])
+        except (ValueError, AttributeError, ThunderError) as error:
+            parser.error(f"--also {args.also}: give a JSON object of sampling settings ({error})")
+
+    def opening(motion):
+        return metrics.lip_distance(face_vertices(head, motion), head.landmarks) * metrics.MM
+
     take = clip_takes(model, head, clip.audio, [args.seed], settings)[0]
     base = pack_motion(**baseline_motion(clip.phones, take.shape[0], head))
-    openings = {"THUNDER take 1": metrics.lip_distance(face_vertices(head, take), head.landmarks) * metrics.MM,
-                "phoneme baseline": metrics.lip_distance(face_vertices(head, base), head.landmarks) * metrics.MM}
-    if args.guidance is not None:
-        guided = clip_takes(model, head, clip.audio, [args.seed],
-                            dataclasses.replace(settings, guidance=args.guidance))[0]
-        openings[f"take 1, guidance {args.guidance:g}"] = (
-            metrics.lip_distance(face_vertices(head, guided), head.landmarks) * metrics.MM)
-    if args.also:
-        other = clip_takes(model, head, clip.audio, [args.seed], settings_with(settings, json.loads(args.also)))[0]
-        openings[args.also_label] = metrics.lip_distance(face_vertices(head, other), head.landmarks) * metrics.MM
+    openings = {"THUNDER take 1": opening(take), "phoneme baseline": opening(base)}
+    for label, changes in others.items():
+        openings[label] = opening(clip_takes(model, head, clip.audio, [args.seed], settings_with(settings, changes))[0])
     lip_opening_figure(clip, openings, Path(args.out))
     print(f"wrote {args.out}")
     return 0
