@@ -113,8 +113,7 @@ def sampling_sigmas(train_sigmas: torch.Tensor, settings: SamplingSettings) -> t
     lowest = min(max(lowest, float(train_sigmas[0])), float(train_sigmas[-1]))
     if settings.spacing == "karras" and settings.steps > 1:
         return karras_sigmas(settings.steps, lowest, float(train_sigmas[-1]))
-    kept = train_sigmas[train_sigmas >= lowest]
-    return timestep_sigmas(kept if len(kept) else train_sigmas[-1:], settings.steps)
+    return timestep_sigmas(train_sigmas[train_sigmas >= lowest], settings.steps)   # never empty: lowest <= the top
 
 
 class GuidedNetwork:

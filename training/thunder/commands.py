@@ -55,8 +55,8 @@ def cmd_eval(args) -> int:
               "guidance_max_noise": values(args.guidance_max_noise, float, "--guidance-max-noise"),
               "guidance_channels": values(args.guidance_channels, str, ""),
               "smoothing": values(args.smoothing, float, "--smoothing"), "blinks": values(args.blinks, str, "")}
-    tags = {"steps": "@{:g}", "lowest_noise": "low{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}", "guidance_channels": "{}",
-            "smoothing": "s{:g}", "blinks": "{}"}
+    tags = {"steps": "@{:g}", "lowest_noise": "low{:g}", "guidance": "g{:g}", "guidance_max_noise": "n{:g}",
+            "guidance_channels": "{}", "smoothing": "s{:g}", "blinks": "{}"}
     rows = {}   # one per model and setting given as a list
     for name, model in models.items():
         for combo in itertools.product(*varied.values()):
