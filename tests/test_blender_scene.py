@@ -18,6 +18,8 @@ import pytest
 from backend.frame_rate import frames_for_seconds
 from backend.head import load_head
 from generation_fixtures import write_speech
+from thunder_blender import strengths
+from thunder_blender.take_file import read_take
 
 ROOT = Path(__file__).resolve().parents[1]
 BLENDER_NEEDED = ("--blend, --fbx, --abc, --usd and --preview need Blender as a Python module "
@@ -347,14 +349,17 @@ def test_scene_strengths_from_the_command_line(tmp_path):
     assert len(info["takes"]) == 2
     for take in info["takes"]:
         assert (take["brows"], take["lips_jaw"], take["smoothing"]) == (0.0, 1.5, pytest.approx(0.4))
-        with np.load(take["file"], allow_pickle=False) as npz:
-            expression = npz["expression"]
+        sampled = read_take(take["file"])
+        expression = sampled.parts["expression"]
+        # Outside the mouth (whose closures smoothing keeps) a channel is the Gaussian of the take file's one,
+        # unscaled; a looser "close to the take" bound failed on a quiet channel that flickers.
+        smoothed = strengths.gaussian_smooth(expression, 0.4 * strengths.SMOOTHING_MAX_SECONDS * sampled.fps)
         for k, name in enumerate(info["names"]):
             keyed = np.asarray(take["keys"][name])
             if name.startswith("brow"):
                 assert np.abs(keyed).max() == 0, name
-            elif not name.startswith("mouth"):   # smoothed, not scaled
-                assert np.abs(keyed - expression[:, k]).max() < 0.5 * np.abs(expression[:, k]).max() + 1e-6
+            elif not name.startswith("mouth"):
+                np.testing.assert_allclose(keyed, smoothed[:, k], atol=1e-6, err_msg=name)
         assert np.abs(expression[:, [info["names"].index(n) for n in info["names"] if n.startswith("brow")]]).max() > 0
 
     for args, words in ((["--blend", "--strength", "chin=1"], "unknown strength chin"),
